@@ -1,0 +1,232 @@
+"""Point operations of PointRend: sampling, uncertainty, point selection, resizing.
+
+Shape letters used throughout:
+  N: images (or regions), H, W: map height and width, C: feature channels,
+  K: classes (logit channels), P: points per image.
+
+Maps are channels-last `(N, H, W, C)`. A point is `(x, y)` in `[0, 1]` relative to the
+map: pixel `(i, j)` (row i, column j) has its centre at `((j + 0.5) / W, (i + 0.5) / H)`.
+This is torch's `grid_sample(..., align_corners=False)` applied to `2 * coords - 1`, the
+convention of detectron2's PointRend. Every function here has static output shapes and
+runs under `jax.jit`; argument checks happen on static shapes, before anything is traced.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_SAMPLE_MODES = ("bilinear", "nearest")
+
+
+def _shape_error(name: str, x, expected: str) -> ValueError:
+    return ValueError(f"{name} must be {expected}; got shape {tuple(np.shape(x))}")
+
+
+def _check_points_arg(num_points, name: str = "num_points") -> None:
+    if isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer)):
+        raise ValueError(f"{name} must be a Python int >= 1; got {num_points!r}")
+    if num_points < 1:
+        raise ValueError(f"{name} must be >= 1; got {num_points}")
+
+
+def _check_map(name: str, x, rank: int = 4) -> None:
+    if np.ndim(x) != rank:
+        letters = {4: "(N, H, W, C)", 3: "(N, H, W)"}[rank]
+        raise _shape_error(name, x, f"a rank-{rank} array {letters}")
+    if 0 in np.shape(x):
+        raise _shape_error(name, x, "non-empty")
+
+
+def point_sample(features: jax.Array, coords: jax.Array, *, mode: str = "bilinear") -> jax.Array:
+    """Samples `features (N, H, W, C)` at `coords (N, P, 2)` -> `(N, P, C)`.
+
+    `mode="bilinear"` interpolates the four nearest pixel centres; a point's neighbours
+    that fall outside the map contribute zero (torch `padding_mode="zeros"`). It keeps the
+    feature dtype (bf16 in, bf16 out; the weighted sum is accumulated in at least float32)
+    and is differentiable w.r.t. both features and coords, with torch's gradients.
+    `mode="nearest"` takes the closest pixel (ties round half to even, as torch does) and
+    works for integer maps such as labels; points whose pixel is outside give zero.
+    """
+    if mode not in _SAMPLE_MODES:
+        raise ValueError(f"mode must be one of {_SAMPLE_MODES}; got {mode!r}")
+    _check_map("features", features)
+    if np.ndim(coords) != 3 or np.shape(coords)[-1] != 2:
+        raise _shape_error("coords", coords, "(N, P, 2) with (x, y) in the last axis")
+    n, h, w, c = np.shape(features)
+    if np.shape(coords)[0] != n:
+        raise ValueError(
+            f"coords has batch size {np.shape(coords)[0]} but features has {n}: "
+            f"coords {tuple(np.shape(coords))}, features {tuple(np.shape(features))}")
+    if not jnp.issubdtype(jnp.result_type(coords), jnp.floating):
+        raise ValueError(f"coords must be floating point; got dtype {jnp.result_type(coords)}")
+    dtype = jnp.result_type(features)
+    if mode == "bilinear" and not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            f"bilinear point_sample needs floating-point features; got dtype {dtype} "
+            "(sample integer maps such as labels with mode='nearest')")
+
+    p = np.shape(coords)[1]
+    flat = jnp.reshape(features, (n, h * w, c))
+    # Continuous pixel coordinates: pixel centre j sits at x = j.
+    x = coords[..., 0] * w - 0.5
+    y = coords[..., 1] * h - 0.5
+
+    if mode == "nearest":
+        xi = jnp.round(x).astype(jnp.int32)
+        yi = jnp.round(y).astype(jnp.int32)
+        valid = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        index = jnp.clip(yi, 0, h - 1) * w + jnp.clip(xi, 0, w - 1)
+        values = jnp.take_along_axis(flat, index[..., None], axis=1)
+        return jnp.where(valid[..., None], values, jnp.zeros((), dtype))
+
+    x0 = jnp.floor(x)
+    y0 = jnp.floor(y)
+    fx = x - x0  # weight of the right neighbour
+    fy = y - y0  # weight of the lower neighbour
+    x0 = x0.astype(jnp.int32)
+    y0 = y0.astype(jnp.int32)
+    # The four corners, stacked on a new leading axis: (4, N, P).
+    cx = jnp.stack([x0, x0 + 1, x0, x0 + 1])
+    cy = jnp.stack([y0, y0, y0 + 1, y0 + 1])
+    weight = jnp.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
+    valid = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+    weight = jnp.where(valid, weight, 0)
+    index = jnp.clip(cy, 0, h - 1) * w + jnp.clip(cx, 0, w - 1)
+    # One gather for all corners: (N, 4P) rows of C contiguous channels.
+    index = jnp.moveaxis(index, 0, 1).reshape(n, 4 * p)
+    corners = jnp.take_along_axis(flat, index[..., None], axis=1).reshape(n, 4, p, c)
+    acc_dtype = jnp.promote_types(dtype, jnp.float32)
+    weight = jnp.moveaxis(weight, 0, 1).astype(acc_dtype)[..., None]
+    out = jnp.sum(corners.astype(acc_dtype) * weight, axis=1)
+    return out.astype(dtype)
+
+
+def calculate_uncertainty(logits: jax.Array) -> jax.Array:
+    """Uncertainty of logit vectors `(..., K)` -> `(...)`; higher means less sure.
+
+    K >= 2: `-(top1 - top2)`, the negated margin between the two largest logits.
+    K == 1 (binary or class-specific mask logit): `-|logit|`.
+    """
+    if np.ndim(logits) < 1 or np.shape(logits)[-1] < 1:
+        raise _shape_error("logits", logits, "(..., K) with K >= 1")
+    if np.shape(logits)[-1] == 1:
+        return -jnp.abs(logits[..., 0])
+    top2 = jax.lax.top_k(logits, 2)[0]
+    return top2[..., 1] - top2[..., 0]
+
+
+def sample_training_points(
+    rng: jax.Array,
+    coarse_logits: jax.Array,
+    num_points: int,
+    *,
+    oversample_ratio: float = 3.0,
+    importance_sample_ratio: float = 0.75,
+) -> jax.Array:
+    """Training points biased towards uncertain regions: `(N, num_points, 2)`.
+
+    With N points, oversampling k and importance beta (DESIGN.md section 1):
+    draw `int(k * N)` uniform points, sample `coarse_logits (N, H, W, K)` there, keep the
+    `int(beta * N)` most uncertain, then add `N - int(beta * N)` fresh uniform points.
+    `rng` is split into two keys, one for the candidates and one for the fresh points.
+    The result carries no gradient (point selection is not differentiated).
+
+    Uncertainty is computed from the logits *sampled at each point*, not by sampling a
+    precomputed uncertainty map: the interpolated margin between two classes is not the
+    interpolated uncertainty, and the former is what the point head will see.
+    """
+    _check_map("coarse_logits", coarse_logits)
+    _check_points_arg(num_points)
+    if not 0.0 <= importance_sample_ratio <= 1.0:
+        raise ValueError(
+            f"importance_sample_ratio must be in [0, 1]; got {importance_sample_ratio}")
+    if not oversample_ratio >= 1.0:
+        raise ValueError(f"oversample_ratio must be >= 1; got {oversample_ratio}")
+    n = np.shape(coarse_logits)[0]
+    num_candidates = int(num_points * oversample_ratio)
+    num_uncertain = int(importance_sample_ratio * num_points)
+    num_random = num_points - num_uncertain
+    key_candidates, key_random = jax.random.split(rng)
+
+    coarse_logits = jax.lax.stop_gradient(coarse_logits)
+    candidates = jax.random.uniform(key_candidates, (n, num_candidates, 2), jnp.float32)
+    uncertainty = calculate_uncertainty(
+        point_sample(coarse_logits, candidates).astype(jnp.float32))
+    _, top = jax.lax.top_k(uncertainty, num_uncertain)
+    chosen = jnp.take_along_axis(candidates, top[..., None], axis=1)
+    fresh = jax.random.uniform(key_random, (n, num_random, 2), jnp.float32)
+    return jax.lax.stop_gradient(jnp.concatenate([chosen, fresh], axis=1))
+
+
+def uncertain_grid_points(
+    uncertainty: jax.Array, num_points: int
+) -> Tuple[jax.Array, jax.Array]:
+    """The most uncertain cells of a grid.
+
+    `uncertainty (N, H, W)` -> `(indices (N, P) int32, coords (N, P, 2))` with
+    `P = min(num_points, H * W)`; indices are row-major into the `H * W` grid, sorted by
+    decreasing uncertainty, and coords are the cells' centres `(x, y)` in `[0, 1]`.
+    """
+    _check_map("uncertainty", uncertainty, rank=3)
+    _check_points_arg(num_points)
+    n, h, w = np.shape(uncertainty)
+    p = min(num_points, h * w)
+    _, indices = jax.lax.top_k(jnp.reshape(uncertainty, (n, h * w)), p)
+    indices = indices.astype(jnp.int32)
+    x = ((indices % w).astype(jnp.float32) + 0.5) / w
+    y = ((indices // w).astype(jnp.float32) + 0.5) / h
+    return indices, jnp.stack([x, y], axis=-1)
+
+
+def _linear_taps(in_size: int, out_size: int):
+    """Source rows and weights of 1-D linear resizing, torch align_corners=False."""
+    scale = in_size / out_size
+    src = np.maximum((np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5, 0.0)
+    lo = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
+    hi = np.minimum(lo + 1, in_size - 1)
+    frac = (src - lo).astype(np.float32)
+    return lo, hi, frac
+
+
+def _resize_axis(x: jax.Array, axis: int, out_size: int) -> jax.Array:
+    in_size = x.shape[axis]
+    if in_size == out_size:
+        return x
+    lo, hi, frac = _linear_taps(in_size, out_size)
+    shape = [1] * x.ndim
+    shape[axis] = out_size
+    acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    frac = jnp.asarray(frac, acc_dtype).reshape(shape)
+    a = jnp.take(x, lo, axis=axis).astype(acc_dtype)
+    b = jnp.take(x, hi, axis=axis).astype(acc_dtype)
+    return (a + (b - a) * frac).astype(x.dtype)
+
+
+def resize_bilinear(x: jax.Array, size: Tuple[int, int]) -> jax.Array:
+    """Resizes `x (N, H, W, C)` to `(N, size[0], size[1], C)`.
+
+    Exactly torch `interpolate(mode="bilinear", align_corners=False, antialias=False)`,
+    also when shrinking (no anti-aliasing). Keeps the dtype.
+    """
+    _check_map("x", x)
+    if len(size) != 2 or any(int(s) < 1 for s in size):
+        raise ValueError(f"size must be (height, width) of positive ints; got {size!r}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"resize_bilinear needs a floating-point x; got dtype {x.dtype}")
+    x = _resize_axis(x, 1, int(size[0]))
+    return _resize_axis(x, 2, int(size[1]))
+
+
+def upsample_bilinear(x: jax.Array, scale: int) -> jax.Array:
+    """Upsamples `x (N, H, W, C)` by an integer `scale` -> `(N, H*scale, W*scale, C)`.
+
+    Equal to torch `interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)`.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"scale must be a positive int; got {scale!r}")
+    _check_map("x", x)
+    _, h, w, _ = np.shape(x)
+    return resize_bilinear(x, (h * scale, w * scale))
