@@ -1,0 +1,77 @@
+"""The input data layer: data sets as random-access sources, and grain pipelines over them.
+
+Every source yields examples ``{"image": uint8 (H, W, 3), "label": uint8 (H, W), "stem": str}``
+with class ids in ``label`` and 255 = ignore. ``build_datasets(config.data)`` picks the data
+set named by ``config.data.name``:
+
+  synthetic  SyntheticShapes, drawn by the project (tfds builder, array_record, read without
+             TensorFlow); ``variant`` "binary" or "multiclass"; ``data_dir`` (None = tfds
+             default); optional ``num_train``, ``num_val``, ``image_size``, ``seed``.
+  folder     users' files under ``root`` (see ``folder.py``); ``num_classes`` may be None
+             when ``root/classes.txt`` exists; both splits are checked up front.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from pointrend_jax.data.folder import (DataError, FolderSource, resolve_class_names,
+                                       validate_folder)
+
+DATASET_NAMES = ("synthetic", "folder")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What training and evaluation need to know about a data set."""
+
+    num_classes: int
+    class_names: Sequence[str]
+    train: Any  # random-access source: len(source), source[i] -> example dict
+    val: Any
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    """cfg[key] for a ConfigDict, a mapping or a plain object; ``default`` when absent."""
+    if hasattr(cfg, "get"):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def build_datasets(data_cfg: Any) -> DatasetSpec:
+    """The train and val sources and class names named by ``data_cfg`` (``config.data``)."""
+    name = _get(data_cfg, "name")
+    if name == "synthetic":
+        # Imported here: tensorflow_datasets is slow to import and folder data does not need it.
+        from pointrend_jax.data import synthetic
+
+        variant = _get(data_cfg, "variant", "multiclass")
+        if variant not in synthetic.SYNTHETIC_CLASS_NAMES:
+            raise ValueError(f"--config.data.variant={variant!r} is not a synthetic variant; "
+                             f"choose one of {list(synthetic.VARIANTS)}.")
+        sources = synthetic.load_synthetic(
+            variant, data_dir=_get(data_cfg, "data_dir"), num_train=_get(data_cfg, "num_train"),
+            num_val=_get(data_cfg, "num_val"), image_size=_get(data_cfg, "image_size"),
+            seed=_get(data_cfg, "seed"))
+        names = list(synthetic.SYNTHETIC_CLASS_NAMES[variant])
+        _check_num_classes(_get(data_cfg, "num_classes"), names, f"synthetic {variant}")
+        return DatasetSpec(len(names), names, sources["train"], sources["val"])
+    if name == "folder":
+        root = _get(data_cfg, "root")
+        if not root:
+            raise ValueError("--config.data.root must name the data folder (ROOT/{train,val}/{images,masks}).")
+        names = resolve_class_names(root, _get(data_cfg, "num_classes"))
+        for split in ("train", "val"):
+            validate_folder(root, split, len(names))
+        return DatasetSpec(len(names), names, FolderSource(root, "train"), FolderSource(root, "val"))
+    raise ValueError(f"--config.data.name={name!r} is not a known data set; choose one of {list(DATASET_NAMES)}.")
+
+
+def _check_num_classes(num_classes: int | None, names: Sequence[str], what: str) -> None:
+    if num_classes is not None and int(num_classes) != len(names):
+        raise ValueError(f"--config.data.num_classes={num_classes} but {what} has {len(names)} "
+                         f"classes ({', '.join(names)}); leave it unset or set it to {len(names)}.")
+
+
+__all__ = ["DATASET_NAMES", "DataError", "DatasetSpec", "FolderSource", "build_datasets",
+           "resolve_class_names", "validate_folder"]

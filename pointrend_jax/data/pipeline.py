@@ -1,0 +1,100 @@
+"""Input pipelines on grain: sharded, shuffled, augmented, checkpointable.
+
+``train_iterator`` is an endless stream of local batches. Each process reads only its own
+shard of the source (``source[process_index::process_count]``), shuffles it with a seed
+folded from ``(seed, process_index)``, reshuffles every epoch, and augments each element
+with a generator seeded from the pipeline seed and the element's position in the stream,
+so a run is the same batch for batch whenever it is started with the same seed. The
+iterator's ``get_state()`` is a small dict to save with the model; ``set_state(state)`` on a
+fresh iterator continues with exactly the batches the first one would have produced next.
+
+``eval_examples`` yields a process's share of the validation set, unbatched, in a fixed order.
+
+Shapes: B local batch size (global_batch_size // process_count); h, w crop size.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import grain
+import numpy as np
+
+from pointrend_jax.data.augment import AugmentConfig, augment
+
+
+class _Augment:
+    """The random_map transform (a class, so worker processes can pickle it)."""
+
+    def __init__(self, cfg: AugmentConfig):
+        self.cfg = cfg
+
+    def __call__(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return augment(example, rng, self.cfg)
+
+
+def _check_process(process_index: int, process_count: int) -> None:
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"Need 0 <= process_index < process_count, got process_index={process_index}, "
+                         f"process_count={process_count}.")
+
+
+def process_seed(seed: int, process_index: int) -> int:
+    """A 32-bit seed for one process's pipeline: processes shuffle and augment independently."""
+    return int(np.random.SeedSequence([int(seed), int(process_index)]).generate_state(1)[0])
+
+
+def train_iterator(source, *, global_batch_size: int, seed: int, process_index: int = 0,
+                   process_count: int = 1, augment_cfg: Any, num_threads: int = 2,
+                   prefetch_batches: int = 2, num_workers: int = 0) -> grain.DatasetIterator:
+    """Endless iterator of local batches {"image": uint8 (B, h, w, 3), "label": uint8 (B, h, w)}.
+
+    Args:
+      source: random-access examples ({"image", "label", ...}); ``len`` and ``[i]``.
+      global_batch_size: summed over processes; must be divisible by process_count.
+      seed: the run's data seed (shuffle order and augmentation).
+      process_index, process_count: this process's shard of ``source``.
+      augment_cfg: ConfigDict/mapping with crop_size, min_scale, max_scale, flip,
+        color_jitter, max_class_ratio (see ``augment.AugmentConfig``).
+      num_threads, prefetch_batches: threads and buffer that prepare batches ahead.
+      num_workers: > 0 moves the work into that many worker processes (still deterministic).
+
+    Returns:
+      A grain ``DatasetIterator``: ``next(it)``, ``it.get_state()``, ``it.set_state(state)``.
+    """
+    _check_process(process_index, process_count)
+    if global_batch_size < 1 or global_batch_size % process_count:
+        raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of "
+                         f"process_count={process_count} (each process loads an equal share).")
+    local_batch_size = global_batch_size // process_count
+    cfg = AugmentConfig.from_config(augment_cfg)
+
+    shard = grain.MapDataset.source(source)[process_index::process_count]
+    if len(shard) == 0:
+        raise ValueError(f"Process {process_index} of {process_count} gets no training examples: "
+                         f"the source has only {len(source)}.")
+    # shuffle() folds the epoch into its seed, so repeat() gives a new order every epoch;
+    # random_map seeds each element's generator from the seed and its index in the endless
+    # stream, so an image is augmented differently in each epoch.
+    ds = (shard.seed(process_seed(seed, process_index))
+          .shuffle()
+          .repeat(None)
+          .random_map(_Augment(cfg))
+          .batch(local_batch_size, drop_remainder=True))
+    read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_batches)
+    it_ds = ds.to_iter_dataset(read)
+    if num_workers > 0:
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    return iter(it_ds)
+
+
+def eval_examples(source, *, process_index: int = 0, process_count: int = 1) -> Iterator[dict[str, Any]]:
+    """This process's validation examples, unbatched: indices process_index, +process_count, ..."""
+    _check_process(process_index, process_count)
+    for index in range(process_index, len(source), process_count):
+        yield source[index]
+
+
+def num_eval_examples(source, *, process_index: int = 0, process_count: int = 1) -> int:
+    """How many examples ``eval_examples`` yields for this process."""
+    _check_process(process_index, process_count)
+    return len(range(process_index, len(source), process_count))
