@@ -1,0 +1,18 @@
+"""PointRend on the embedded synthetic binary shapes (object vs background): the setting of
+SEED_NOTES.md's binary product, where PointRend lifted mIoU from 95.4 to 98.8.
+
+Same CPU-sized model and schedule as synthetic_multiclass.py.
+"""
+from pointrend_jax.config import base_config, cpu_sized, runlocal
+
+
+def get_config(arg: str = ""):
+    c = base_config()
+    c.data.name = "synthetic"
+    c.data.variant = "binary"
+    cpu_sized(c)
+    if arg == "runlocal":
+        runlocal(c)
+    elif arg:
+        raise ValueError(f"unknown config argument {arg!r}; the only one is 'runlocal'")
+    return c

@@ -1,0 +1,194 @@
+"""Experiment configuration: every default in one place, each key explained.
+
+Files under `configs/` start from `base_config()` and change what their experiment needs;
+`get_config("runlocal")` in each shrinks the same experiment to a seconds-long smoke run.
+`validate(config)` refuses inconsistent settings before anything is built.
+"""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from pointrend_jax.models.pointrend import COARSE_HEADS, IMAGENET_MEAN, IMAGENET_STD
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # model init, point sampling, data order and augmentation
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "synthetic"  # "synthetic" | "folder"
+    c.data.variant = "multiclass"  # synthetic: "binary" | "multiclass"
+    c.data.data_dir = config_dict.placeholder(str)  # synthetic: tfds data dir (None: default)
+    c.data.num_train = config_dict.placeholder(int)  # synthetic: examples (None: builder default)
+    c.data.num_val = config_dict.placeholder(int)
+    c.data.root = config_dict.placeholder(str)  # folder: ROOT/{train,val}/{images,masks}
+    c.data.num_classes = config_dict.placeholder(int)  # folder without classes.txt
+
+    c.augment = ml_collections.ConfigDict()
+    c.augment.crop_size = (128, 128)  # (h, w) of every training example
+    c.augment.min_scale = 0.75  # random resize factor range
+    c.augment.max_scale = 1.5
+    c.augment.flip = True
+    c.augment.color_jitter = 0.2  # max relative brightness/contrast/saturation change
+    c.augment.max_class_ratio = 1.0  # detectron2's single-category max area (1.0 = off)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.head = "semantic_fpn"  # coarse head: "semantic_fpn" | "deeplabv3"
+    c.model.backbone = ml_collections.ConfigDict()
+    c.model.backbone.depth = 50  # 18 | 34 | 50 | 101 | 152
+    c.model.backbone.width = 64  # base channels (64 = standard ResNet)
+    c.model.backbone.norm = "frozen_bn"  # "frozen_bn" (detectron2) | "bn" | "gn"
+    c.model.backbone.output_stride = 32  # 32 | 16 | 8 (dilated res4/res5)
+    c.model.backbone.stride_in_1x1 = False  # True for MSRA/caffe2 weights
+    c.model.fpn_channels = 256
+    c.model.head_channels = 128  # SemanticFPN conv_dims / ASPP channels
+    c.model.head_norm = "gn"
+    c.model.dropout = 0.1  # DeepLabV3 only
+    c.model.pixel_mean = IMAGENET_MEAN  # RGB, on 0..255 pixels
+    c.model.pixel_std = IMAGENET_STD
+    c.model.dtype = "float32"  # compute dtype: "float32" | "bfloat16" (params stay float32)
+
+    c.pointrend = ml_collections.ConfigDict()
+    c.pointrend.enabled = True  # False: the plain coarse model, for A/B
+    c.pointrend.fine_features = ("p2",)  # feature maps sampled for the point head
+    c.pointrend.num_fc = 3
+    c.pointrend.fc_dim = 256
+    c.pointrend.coarse_pred_each_layer = True
+    c.pointrend.activation = "relu"  # "relu" | "elu" (SEED_NOTES.md trick 1)
+    c.pointrend.upsample_coarse_first = False  # SEED_NOTES.md trick 2
+    c.pointrend.train_num_points = 2048  # N per image
+    c.pointrend.oversample_ratio = 3.0  # k
+    c.pointrend.importance_sample_ratio = 0.75  # beta
+    c.pointrend.subdivision_steps = 2
+    c.pointrend.subdivision_num_points = 8192
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.pixel_weight = 1.0
+    c.loss.point_weight = 1.0
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "sgd"  # "sgd" (momentum) | "adamw"
+    c.optimizer.learning_rate = 0.01  # peak
+    c.optimizer.momentum = 0.9
+    c.optimizer.nesterov = False
+    c.optimizer.b1 = 0.9  # adamw
+    c.optimizer.b2 = 0.999
+    c.optimizer.weight_decay = 1e-4  # not applied to biases and norm parameters
+    c.optimizer.schedule = "poly"  # "poly" | "steps" | "cosine" | "constant"
+    c.optimizer.poly_power = 0.9
+    c.optimizer.decay_steps = ()  # "steps": multiply by decay_factor at these steps
+    c.optimizer.decay_factor = 0.1
+    c.optimizer.warmup_steps = 100  # linear warm-up from warmup_factor * lr
+    c.optimizer.warmup_factor = 0.001
+    c.optimizer.clip_grad_norm = config_dict.placeholder(float)  # None: no clipping
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 16  # global, over all devices and processes
+    c.train.num_steps = 1000
+    c.train.log_every = 20
+    c.train.checkpoint_every = 500
+    c.train.max_to_keep = 3
+    c.train.image_summary_every = 500  # TensorBoard example predictions (0 = off)
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.step = config_dict.placeholder(int)  # None: the latest checkpoint
+    c.eval.size_divisor = 32  # images are zero-padded to a multiple of this (then cropped back)
+    c.eval.num_examples = 4  # PNGs under eval/examples/
+    c.eval.save_predictions = False  # eval/predictions/STEM.png for every val image
+    c.eval.max_images = config_dict.placeholder(int)  # None: the whole val split
+    return c
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"--config.{name}={value!r} is not one of {list(choices)}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the `--config.` key of the first inconsistent setting."""
+    _choice("model.head", config.model.head, COARSE_HEADS)
+    _choice("model.dtype", config.model.dtype, ("float32", "bfloat16"))
+    _choice("model.backbone.depth", config.model.backbone.depth, (18, 34, 50, 101, 152))
+    _choice("model.backbone.norm", config.model.backbone.norm, ("frozen_bn", "bn", "gn"))
+    _choice("model.backbone.output_stride", config.model.backbone.output_stride, (8, 16, 32))
+    _choice("pointrend.activation", config.pointrend.activation, ("relu", "elu"))
+    _choice("optimizer.name", config.optimizer.name, ("sgd", "adamw"))
+    _choice("optimizer.schedule", config.optimizer.schedule, ("poly", "steps", "cosine", "constant"))
+    positive = {
+        "train.batch_size": config.train.batch_size, "train.num_steps": config.train.num_steps,
+        "train.log_every": config.train.log_every,
+        "train.checkpoint_every": config.train.checkpoint_every,
+        "pointrend.train_num_points": config.pointrend.train_num_points,
+        "pointrend.subdivision_num_points": config.pointrend.subdivision_num_points,
+        "eval.size_divisor": config.eval.size_divisor,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ValueError(f"--config.{key} must be >= 1; got {value}")
+    if config.pointrend.subdivision_steps < 0:
+        raise ValueError(f"--config.pointrend.subdivision_steps must be >= 0; got "
+                         f"{config.pointrend.subdivision_steps}")
+    if not 0.0 <= config.pointrend.importance_sample_ratio <= 1.0:
+        raise ValueError("--config.pointrend.importance_sample_ratio must be in [0, 1]; got "
+                         f"{config.pointrend.importance_sample_ratio}")
+    if config.pointrend.oversample_ratio < 1.0:
+        raise ValueError("--config.pointrend.oversample_ratio must be >= 1; got "
+                         f"{config.pointrend.oversample_ratio}")
+    crop_h, crop_w = config.augment.crop_size
+    if crop_h % 32 or crop_w % 32:
+        raise ValueError(f"--config.augment.crop_size={tuple(config.augment.crop_size)} must be "
+                         "multiples of 32 (the backbone's stride)")
+    if config.pointrend.train_num_points > crop_h * crop_w:
+        raise ValueError(f"--config.pointrend.train_num_points={config.pointrend.train_num_points} "
+                         f"is more than the {crop_h * crop_w} pixels of a "
+                         f"{crop_h}x{crop_w} crop (--config.augment.crop_size)")
+
+
+def cpu_sized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A model and schedule that train usefully on 128x128 images in minutes on 2 CPU cores:
+    ResNet-18 at width 16 with trainable BN, DeepLabV3 head at output stride 16 (coarse
+    logits at 1/16), point head on res2; subdivision 4 steps back to full resolution."""
+    c.augment.crop_size = (128, 128)
+    c.model.head = "deeplabv3"
+    c.model.backbone.depth = 18
+    c.model.backbone.width = 16
+    c.model.backbone.norm = "bn"
+    c.model.backbone.output_stride = 16
+    c.model.head_channels = 64
+    c.pointrend.fine_features = ("res2",)
+    c.pointrend.fc_dim = 64
+    c.pointrend.train_num_points = 512
+    c.pointrend.subdivision_steps = 4
+    c.pointrend.subdivision_num_points = 1024
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 2e-3
+    c.optimizer.weight_decay = 1e-4
+    c.optimizer.warmup_steps = 100
+    c.train.batch_size = 16
+    c.train.num_steps = 1500
+    c.train.log_every = 25
+    c.train.checkpoint_every = 500
+    c.train.image_summary_every = 500
+    return c
+
+
+def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The same experiment shrunk to a seconds-long smoke run (tests, CI)."""
+    c.augment.crop_size = (64, 64)
+    c.data.num_train = 8
+    c.data.num_val = 4
+    c.model.backbone.width = 8
+    c.model.fpn_channels = 16
+    c.model.head_channels = 16
+    c.pointrend.fc_dim = 16
+    c.pointrend.train_num_points = 64
+    c.pointrend.subdivision_num_points = 128
+    c.optimizer.warmup_steps = 2
+    c.train.batch_size = 4
+    c.train.num_steps = 4
+    c.train.log_every = 2
+    c.train.checkpoint_every = 2
+    c.train.image_summary_every = 4
+    c.eval.num_examples = 2
+    return c

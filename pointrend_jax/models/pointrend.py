@@ -1,0 +1,193 @@
+"""PointRend on top of a segmentation network, and the networks this project ships.
+
+N: images, H x W: image size, h x w: coarse logit size, K: classes, P: points.
+
+`PointRendSegmenter` wraps any linen module `net` whose `__call__(images, train=...)`
+returns `(features, coarse_logits)`: a mapping of named feature maps `(N, hf, wf, C)` and
+coarse logits `(N, h, w, K)`. It adds point training (uncertain points, the point head)
+and subdivision inference; with `enabled=False` it is the plain coarse model.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pointrend_jax.models.deeplabv3 import DeepLabV3Head
+from pointrend_jax.models.fpn import FPN
+from pointrend_jax.models.resnet import ResNet
+from pointrend_jax.models.semantic_fpn import SemanticFPNHead
+from pointrend_jax.point_head import PointHead
+from pointrend_jax.point_ops import point_sample, resize_bilinear, sample_training_points
+from pointrend_jax.subdivision import sample_fine_features, subdivision_inference
+
+Array = jax.Array
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255, torchvision's normalisation
+IMAGENET_STD = (58.395, 57.12, 57.375)
+COARSE_HEADS = ("semantic_fpn", "deeplabv3")
+
+
+class SemanticSegmentationNet(nn.Module):
+    """ResNet backbone + coarse head: `images (N, H, W, 3)` (uint8 or float, 0..255 RGB)
+    -> `(features {"res2".."res5"[, "p2".."p5"]}, coarse_logits (N, h, w, K))`.
+
+    `head="semantic_fpn"`: FPN + detectron2's SemSegFPNHead, logits at stride 4.
+    `head="deeplabv3"`: ASPP on res5, logits at the backbone's output stride.
+    """
+
+    num_classes: int
+    head: str = "semantic_fpn"
+    depth: int = 50
+    width: int = 64
+    backbone_norm: str = "frozen_bn"
+    output_stride: int = 32
+    stride_in_1x1: bool = False
+    fpn_channels: int = 256
+    head_channels: int = 128
+    head_norm: str = "gn"
+    dropout: float = 0.1
+    pixel_mean: Sequence[float] = IMAGENET_MEAN
+    pixel_std: Sequence[float] = IMAGENET_STD
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: Array, train: bool = False):
+        if self.head not in COARSE_HEADS:
+            raise ValueError(f"model.head must be one of {COARSE_HEADS}; got {self.head!r}")
+        mean = jnp.asarray(self.pixel_mean, jnp.float32)
+        std = jnp.asarray(self.pixel_std, jnp.float32)
+        x = ((images.astype(jnp.float32) - mean) / std).astype(self.dtype)
+        features = ResNet(depth=self.depth, width=self.width, norm=self.backbone_norm,
+                          output_stride=self.output_stride, stride_in_1x1=self.stride_in_1x1,
+                          dtype=self.dtype, name="backbone")(x, train)
+        if self.head == "semantic_fpn":
+            pyramid = FPN(self.fpn_channels, dtype=self.dtype, name="fpn")(features)
+            features = {**features, **pyramid}
+            logits = SemanticFPNHead(self.num_classes, conv_dims=self.head_channels,
+                                     norm=self.head_norm, dtype=self.dtype,
+                                     name="sem_seg_head")(pyramid)
+        else:
+            logits = DeepLabV3Head(self.num_classes, conv_dims=self.head_channels,
+                                   norm=self.head_norm, dropout=self.dropout, dtype=self.dtype,
+                                   name="sem_seg_head")(features, train)
+        return features, logits
+
+
+class PointRendSegmenter(nn.Module):
+    """PointRend around `net` (see the module docstring for its contract).
+
+    Training, `__call__(images, train=True)` (needs a `"points"` rng) ->
+      `{"coarse_logits" (N, h, w, K), "point_coords" (N, P, 2), "point_logits" (N, P, K)}`
+      (the point entries only when `enabled`).
+    Inference, `predict(images)` -> `{"coarse" (N, H, W, K): coarse logits resized to the
+      image, "logits" (N, H, W, K): PointRend's (the coarse ones when not enabled),
+      "points": [(N, P_s, 2)] cell centres chosen at each subdivision step}`.
+
+    `upsample_coarse_first` (SEED_NOTES.md trick 2): when the coarse logits are smaller
+    than the first fine map, first resize them to it (bilinear); point features and the
+    subdivision then start from that map.
+    """
+
+    net: nn.Module
+    num_classes: int
+    fine_features: Sequence[str] = ("p2",)
+    enabled: bool = True
+    num_fc: int = 3
+    fc_dim: int = 256
+    coarse_pred_each_layer: bool = True
+    activation: str = "relu"
+    train_num_points: int = 2048
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    subdivision_steps: int = 2
+    subdivision_num_points: int = 8192
+    upsample_coarse_first: bool = False
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        if self.enabled:
+            self.point_head = PointHead(
+                self.num_classes, num_fc=self.num_fc, fc_dim=self.fc_dim,
+                coarse_pred_each_layer=self.coarse_pred_each_layer, activation=self.activation,
+                dtype=self.dtype)
+
+    def _forward(self, images: Array, train: bool):
+        features, coarse = self.net(images, train=train)
+        if coarse.ndim != 4 or coarse.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"the network's coarse logits must be (N, h, w, {self.num_classes}); "
+                f"got shape {coarse.shape}")
+        if not self.enabled:
+            return coarse, coarse, []
+        missing = [name for name in self.fine_features if name not in features]
+        if missing:
+            raise ValueError(
+                f"pointrend.fine_features {list(self.fine_features)}: the network returns no "
+                f"{missing}; it has {sorted(features)}")
+        fine = [features[name] for name in self.fine_features]
+        start = coarse.astype(jnp.float32)
+        if self.upsample_coarse_first and start.shape[1] < fine[0].shape[1]:
+            start = resize_bilinear(start, fine[0].shape[1:3])
+        return coarse, start, fine
+
+    def __call__(self, images: Array, train: bool = False) -> Mapping[str, Array]:
+        coarse, start, fine = self._forward(images, train)
+        out = {"coarse_logits": coarse}
+        if self.enabled:
+            coords = sample_training_points(
+                self.make_rng("points"), start, self.train_num_points,
+                oversample_ratio=self.oversample_ratio,
+                importance_sample_ratio=self.importance_sample_ratio)
+            out["point_coords"] = coords
+            out["point_logits"] = self.point_head(sample_fine_features(fine, coords),
+                                                  point_sample(start, coords))
+        return out
+
+    def predict(self, images: Array) -> Mapping[str, Any]:
+        coarse, start, fine = self._forward(images, train=False)
+        size = images.shape[1:3]
+        out = {"coarse": resize_bilinear(coarse.astype(jnp.float32), size), "points": []}
+        if not self.enabled:
+            out["logits"] = out["coarse"]
+            return out
+        refined, points = subdivision_inference(
+            start, fine, lambda f, c: self.point_head(f, c).astype(jnp.float32),
+            num_steps=self.subdivision_steps, num_points=self.subdivision_num_points,
+            return_points=True)
+        out["logits"] = resize_bilinear(refined, size)
+        out["points"] = points
+        return out
+
+
+def init_variables(model, rng: jax.Array, image_shape: Tuple[int, int]) -> Dict[str, Any]:
+    """Model variables for images of `image_shape (h, w)`."""
+    params_rng, points_rng = jax.random.split(rng)
+    images = jnp.zeros((1, *image_shape, 3), jnp.uint8)
+    variables = model.init({"params": params_rng, "points": points_rng}, images, train=False)
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def build_model(model_cfg, pointrend_cfg, num_classes: int) -> PointRendSegmenter:
+    """The model a config describes (`config.model`, `config.pointrend`)."""
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(model_cfg.dtype)
+    if dtype is None:
+        raise ValueError(f"model.dtype must be 'float32' or 'bfloat16'; got {model_cfg.dtype!r}")
+    backbone = model_cfg.backbone
+    net = SemanticSegmentationNet(
+        num_classes=num_classes, head=model_cfg.head, depth=backbone.depth,
+        width=backbone.width, backbone_norm=backbone.norm, output_stride=backbone.output_stride,
+        stride_in_1x1=backbone.stride_in_1x1, fpn_channels=model_cfg.fpn_channels,
+        head_channels=model_cfg.head_channels, head_norm=model_cfg.head_norm,
+        dropout=model_cfg.dropout, pixel_mean=tuple(model_cfg.pixel_mean),
+        pixel_std=tuple(model_cfg.pixel_std), dtype=dtype)
+    p = pointrend_cfg
+    return PointRendSegmenter(
+        net=net, num_classes=num_classes, fine_features=tuple(p.fine_features),
+        enabled=p.enabled, num_fc=p.num_fc, fc_dim=p.fc_dim,
+        coarse_pred_each_layer=p.coarse_pred_each_layer, activation=p.activation,
+        train_num_points=p.train_num_points, oversample_ratio=p.oversample_ratio,
+        importance_sample_ratio=p.importance_sample_ratio,
+        subdivision_steps=p.subdivision_steps, subdivision_num_points=p.subdivision_num_points,
+        upsample_coarse_first=p.upsample_coarse_first, dtype=dtype)

@@ -1,0 +1,157 @@
+"""Training machinery: the device mesh, the train state, the optimizer and the train step.
+
+One program for 1 CPU, 8 GPUs or a pod: `jax.jit` with shardings over a `Mesh`. The batch
+is split over the `"data"` axis; parameters and optimizer state are replicated. The step
+donates its state and returns a dict of scalar measurements.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from pointrend_jax.losses import segmentation_loss
+from pointrend_jax.models.pointrend import init_variables
+
+DATA_AXIS = "data"
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a training step reads and writes; checkpointed as one pytree."""
+
+    step: jax.Array  # int32 scalar: steps taken so far
+    params: Any
+    batch_stats: Any  # BatchNorm running statistics and FrozenBN constants
+    opt_state: Any
+
+
+def make_mesh() -> Mesh:
+    """A 1-D data-parallel mesh over every device of every process."""
+    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
+                         axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the data axis."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def global_batch(local_batch: Dict[str, np.ndarray], mesh: Mesh) -> Dict[str, jax.Array]:
+    """This process's slice of the batch -> global arrays sharded over the data axis."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in local_batch.items()}
+
+
+def learning_rate_schedule(opt_cfg, num_steps: int) -> optax.Schedule:
+    """detectron2-style: a linear warm-up factor (from `warmup_factor` to 1 over
+    `warmup_steps`) multiplying the main schedule (poly, steps, cosine or constant)."""
+    base = float(opt_cfg.learning_rate)
+    name = opt_cfg.schedule
+    boundaries = jnp.asarray(sorted(opt_cfg.decay_steps) or [num_steps + 1], jnp.int32)
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        progress = jnp.clip(step / num_steps, 0.0, 1.0)
+        if name == "poly":
+            main = (1.0 - progress) ** opt_cfg.poly_power
+        elif name == "steps":
+            main = opt_cfg.decay_factor ** jnp.sum(step >= boundaries)
+        elif name == "cosine":
+            main = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        elif name == "constant":
+            main = jnp.ones_like(step)
+        else:
+            raise ValueError(f"--config.optimizer.schedule={name!r} is not one of "
+                             "['poly', 'steps', 'cosine', 'constant']")
+        if opt_cfg.warmup_steps > 0:
+            alpha = jnp.clip(step / opt_cfg.warmup_steps, 0.0, 1.0)
+            main = main * (opt_cfg.warmup_factor * (1.0 - alpha) + alpha)
+        return base * main
+
+    return schedule
+
+
+def _decay_mask(params):
+    """Weight decay on kernels only, not on biases and norm scales (rank <= 1)."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(opt_cfg, num_steps: int) -> Tuple[optax.GradientTransformation, optax.Schedule]:
+    schedule = learning_rate_schedule(opt_cfg, num_steps)
+    parts = []
+    if opt_cfg.clip_grad_norm is not None:
+        parts.append(optax.clip_by_global_norm(opt_cfg.clip_grad_norm))
+    if opt_cfg.name == "sgd":
+        # L2 on the gradient before momentum, as torch.optim.SGD(weight_decay=...).
+        parts.append(optax.add_decayed_weights(opt_cfg.weight_decay, mask=_decay_mask))
+        parts.append(optax.sgd(schedule, momentum=opt_cfg.momentum, nesterov=opt_cfg.nesterov))
+    elif opt_cfg.name == "adamw":
+        parts.append(optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2,
+                                 weight_decay=opt_cfg.weight_decay, mask=_decay_mask))
+    else:
+        raise ValueError(f"--config.optimizer.name={opt_cfg.name!r} is not one of ['sgd', 'adamw']")
+    return optax.chain(*parts), schedule
+
+
+def create_train_state(model, tx, rng: jax.Array, image_shape, mesh: Mesh) -> TrainState:
+    """A fresh train state, created directly with its (replicated) sharding."""
+
+    def init(rng):
+        variables = init_variables(model, rng, image_shape)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                          batch_stats=variables["batch_stats"],
+                          opt_state=tx.init(variables["params"]))
+
+    return jax.jit(init, out_shardings=replicated(mesh))(rng)
+
+
+def make_train_step(model, tx, schedule: optax.Schedule, loss_cfg) -> Callable:
+    """`train_step(state, batch, rng) -> (state, measurements)`, not yet jitted.
+
+    `batch` holds `image` uint8 (B, h, w, 3) and `label` uint8 (B, h, w); the step's
+    randomness is `rng` folded with the step number, so a resumed run draws the same points.
+    """
+
+    def train_step(state: TrainState, batch, rng):
+        step_rng = jax.random.fold_in(rng, state.step)
+        points_rng, dropout_rng = jax.random.split(step_rng)
+
+        def loss_fn(params):
+            outputs, updated = model.apply(
+                {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
+                rngs={"points": points_rng, "dropout": dropout_rng}, mutable=["batch_stats"])
+            total, parts = segmentation_loss(outputs, batch["label"],
+                                             pixel_weight=loss_cfg.pixel_weight,
+                                             point_weight=loss_cfg.point_weight)
+            return total, (parts, updated.get("batch_stats", state.batch_stats))
+
+        (loss, (parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(step=state.step + 1,
+                                  params=optax.apply_updates(state.params, updates),
+                                  batch_stats=batch_stats, opt_state=opt_state)
+        measurements = {"loss": loss, **parts, "learning_rate": schedule(state.step),
+                        "grad_norm": optax.global_norm(grads)}
+        return new_state, measurements
+
+    return train_step
+
+
+def jit_train_step(train_step: Callable, state: TrainState, mesh: Mesh) -> Callable:
+    """Compiles the step for this mesh: state replicated and donated, batch sharded."""
+    state_sharding = jax.tree.map(lambda _: replicated(mesh), state)
+    return jax.jit(train_step,
+                   in_shardings=(state_sharding, batch_sharding(mesh), replicated(mesh)),
+                   out_shardings=(state_sharding, replicated(mesh)),
+                   donate_argnums=(0,))
