@@ -13,9 +13,19 @@ from pointrend_jax.point_ops import (
 )
 from pointrend_jax.subdivision import subdivision_inference
 
+
+def load(workdir: str, step=None):
+    """The model trained in `workdir` (checkpoint `step`, default latest) as a Predictor:
+    `load(workdir).predict(image uint8 (H, W, 3)) -> (H, W) class ids`."""
+    from pointrend_jax.predictor import load as _load  # Orbax and friends, only when used
+
+    return _load(workdir, step)
+
+
 __all__ = [
     "PointHead",
     "calculate_uncertainty",
+    "load",
     "point_sample",
     "resize_bilinear",
     "sample_training_points",

@@ -87,9 +87,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.batch_size = 16  # global, over all devices and processes
     c.train.num_steps = 1000
     c.train.log_every = 20
-    c.train.checkpoint_every = 500
+    c.train.checkpoint_every = 1000
     c.train.max_to_keep = 3
-    c.train.image_summary_every = 500  # TensorBoard example predictions (0 = off)
+    c.train.image_summary_every = 1000  # TensorBoard example predictions (0 = off)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.step = config_dict.placeholder(int)  # None: the latest checkpoint
@@ -166,10 +166,10 @@ def cpu_sized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 1e-4
     c.optimizer.warmup_steps = 100
     c.train.batch_size = 16
-    c.train.num_steps = 1500
+    c.train.num_steps = 3000
     c.train.log_every = 25
-    c.train.checkpoint_every = 500
-    c.train.image_summary_every = 500
+    c.train.checkpoint_every = 1000
+    c.train.image_summary_every = 1000
     return c
 
 

@@ -142,7 +142,7 @@ def make_train_step(model, tx, schedule: optax.Schedule, loss_cfg) -> Callable:
                                   params=optax.apply_updates(state.params, updates),
                                   batch_stats=batch_stats, opt_state=opt_state)
         measurements = {"loss": loss, **parts, "learning_rate": schedule(state.step),
-                        "grad_norm": optax.global_norm(grads)}
+                        "grad_norm": optax.tree.norm(grads)}
         return new_state, measurements
 
     return train_step
