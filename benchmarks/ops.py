@@ -3,7 +3,8 @@
     python benchmarks/ops.py [--repeats 10] [--small]
 
 Rows (time ratio: lower is better):
-  * point_sample forward, and forward+backward (grads w.r.t. features and coords), on
+  * point_sample forward, and forward+backward (grads w.r.t. the features alone, as in
+    training where points carry no gradient, and w.r.t. features and coords), on
     features (2, 128, 256, 256) with 8192 points per image, against torch grid_sample
     (NCHW, as detectron2 calls it) with 2 threads;
   * subdivision inference at Cityscapes scale (coarse 1x128x256x19, fine 1x256x512x256,
@@ -60,11 +61,14 @@ def bench_point_sample(rng, shape, num_points, repeats):
     cot = jnp.asarray(rng.normal(size=(n, num_points, c)), jnp.float32)
 
     fwd = jax.jit(point_sample)
-    grad = jax.jit(jax.grad(lambda f, x: jnp.sum(point_sample(f, x) * cot), argnums=(0, 1)))
+    grad_f = jax.jit(jax.grad(lambda f, x: jnp.sum(point_sample(f, x) * cot)))
+    grad_fx = jax.jit(jax.grad(lambda f, x: jnp.sum(point_sample(f, x) * cot), argnums=(0, 1)))
     fwd_compile, fwd_c = compile_ms(fwd, feats, coords)
-    bwd_compile, bwd_c = compile_ms(grad, feats, coords)
+    f_compile, f_c = compile_ms(grad_f, feats, coords)
+    fx_compile, fx_c = compile_ms(grad_fx, feats, coords)
     jax_fwd = timeit(lambda: fwd_c(feats, coords).block_until_ready(), repeats)
-    jax_bwd = timeit(lambda: jax.block_until_ready(bwd_c(feats, coords)), repeats)
+    jax_f = timeit(lambda: jax.block_until_ready(f_c(feats, coords)), repeats)
+    jax_fx = timeit(lambda: jax.block_until_ready(fx_c(feats, coords)), repeats)
 
     t_feats = torch.tensor(np.asarray(feats)).permute(0, 3, 1, 2).contiguous()
     t_grid = torch.tensor(np.asarray(coords))[:, None] * 2 - 1
@@ -74,16 +78,18 @@ def bench_point_sample(rng, shape, num_points, repeats):
         with torch.no_grad():
             F.grid_sample(t_feats, t_grid, align_corners=False)
 
-    def torch_bwd():
+    def torch_bwd(grid_grad):
         f = t_feats.detach().requires_grad_(True)
-        g = t_grid.detach().requires_grad_(True)
+        g = t_grid.detach().requires_grad_(grid_grad)
         (F.grid_sample(f, g, align_corners=False) * t_cot).sum().backward()
 
     return [
         ("point_sample forward", jax_fwd, timeit(torch_fwd, repeats), "torch grid_sample",
          fwd_compile, temp_mib(fwd_c)),
-        ("point_sample forward+backward", jax_bwd, timeit(torch_bwd, repeats), "torch grid_sample",
-         bwd_compile, temp_mib(bwd_c)),
+        ("point_sample fwd+bwd, grad features", jax_f, timeit(lambda: torch_bwd(False), repeats),
+         "torch grid_sample", f_compile, temp_mib(f_c)),
+        ("point_sample fwd+bwd, grad features+coords", jax_fx,
+         timeit(lambda: torch_bwd(True), repeats), "torch grid_sample", fx_compile, temp_mib(fx_c)),
     ]
 
 

@@ -91,6 +91,10 @@ def test_point_sample_keeps_bf16_and_matches_float32(np_rng):
     got = point_sample(jnp.asarray(feats, jnp.bfloat16), jnp.asarray(coords))
     chex.assert_type(got, jnp.bfloat16)
     np.testing.assert_allclose(np.asarray(got, np.float32), ref, rtol=2e-2, atol=2e-2)
+    # Gradients come back in the inputs' dtypes.
+    g_feat, g_coords = jax.grad(lambda f, x: jnp.sum(point_sample(f, x).astype(jnp.float32)),
+                                argnums=(0, 1))(jnp.asarray(feats, jnp.bfloat16), jnp.asarray(coords))
+    chex.assert_type([g_feat, g_coords], [jnp.bfloat16, jnp.float32])
 
 
 def test_point_sample_under_jit_equals_eager(np_rng):
