@@ -54,6 +54,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     checkpointer = Checkpointer(workdir, max_to_keep=config.train.max_to_keep)
     if checkpointer.latest_step() is not None:
         state = checkpointer.restore(None, state, batches)
+    elif config.model.backbone.pretrained:
+        state = train_lib.with_pretrained_backbone(state, config.model, mesh)
     first_step = int(state.step)
 
     writer = MetricWriter(workdir, config, class_names=data.class_names)

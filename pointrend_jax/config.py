@@ -41,6 +41,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.backbone.norm = "frozen_bn"  # "frozen_bn" (detectron2) | "bn" | "gn"
     c.model.backbone.output_stride = 32  # 32 | 16 | 8 (dilated res4/res5)
     c.model.backbone.stride_in_1x1 = False  # True for MSRA/caffe2 weights
+    # Converted ImageNet weights (python -m pointrend_jax.convert SRC DST): DST, or None.
+    c.model.backbone.pretrained = config_dict.placeholder(str)
     c.model.fpn_channels = 256
     c.model.head_channels = 128  # SemanticFPN conv_dims / ASPP channels
     c.model.head_norm = "gn"

@@ -6,6 +6,7 @@ donates its state and returns a dict of scalar measurements.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Dict, Tuple
 
 import flax
@@ -15,6 +16,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from pointrend_jax.backbones import load_backbone, merge_pretrained
 from pointrend_jax.losses import segmentation_loss
 from pointrend_jax.models.pointrend import init_variables
 
@@ -114,6 +116,30 @@ def create_train_state(model, tx, rng: jax.Array, image_shape, mesh: Mesh) -> Tr
                           opt_state=tx.init(variables["params"]))
 
     return jax.jit(init, out_shardings=replicated(mesh))(rng)
+
+
+def with_pretrained_backbone(state: TrainState, model_cfg, mesh: Mesh) -> TrainState:
+    """`state` with its backbone replaced by the converted weights at
+    `model_cfg.backbone.pretrained`, after checking that the config matches them."""
+    path = model_cfg.backbone.pretrained
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--config.model.backbone.pretrained={path}: no such file "
+                                "(write one with python -m pointrend_jax.convert SRC DST)")
+    variables, meta = load_backbone(path)
+    expected = {"depth": model_cfg.backbone.depth, "width": model_cfg.backbone.width,
+                "stride_in_1x1": model_cfg.backbone.stride_in_1x1}
+    for key, value in expected.items():
+        if meta[key] != value:
+            raise ValueError(f"--config.model.backbone.pretrained={path} holds a backbone with "
+                             f"{key}={meta[key]!r}; set --config.model.backbone.{key}={meta[key]!r}")
+    for key in ("pixel_mean", "pixel_std"):
+        if not np.allclose(meta[key], model_cfg[key]):
+            raise ValueError(f"--config.model.backbone.pretrained={path} expects "
+                             f"{key}={tuple(meta[key])}; --config.model.{key} is "
+                             f"{tuple(model_cfg[key])}")
+    params, batch_stats = merge_pretrained(state.params, state.batch_stats, variables, source=path)
+    placed = jax.device_put({"params": params, "batch_stats": batch_stats}, replicated(mesh))
+    return state.replace(params=placed["params"], batch_stats=placed["batch_stats"])
 
 
 def make_train_step(model, tx, schedule: optax.Schedule, loss_cfg) -> Callable:

@@ -197,3 +197,34 @@ def test_folder_errors_stop_training_before_it_starts(tmp_path, np_rng):
     assert result.returncode != 0
     assert "img0.png" in result.stderr and "7" in result.stderr
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_pretrained_backbone_is_loaded_into_the_train_state_and_checked(tmp_path, np_rng, tfds_dir):
+    from pointrend_jax.backbones import backbone_meta, resnet_from_torchvision, save_backbone
+    from torch_resnet import TorchResNet, randomize_
+
+    config = runlocal_config(tfds_dir)  # ResNet-18 at width 8
+    module, weights = resnet_from_torchvision(
+        randomize_(TorchResNet(18, 8), int(np_rng.integers(2**31))).state_dict())
+    path = str(tmp_path / "r18.npz")
+    save_backbone(path, weights, backbone_meta(module, "torchvision", "test"))
+    config.model.backbone.pretrained = path
+    model = build_model(config.model, config.pointrend, 5)
+    tx, _ = train_lib.make_optimizer(config.optimizer, 10)
+    mesh = train_lib.make_mesh()
+    state = train_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh)
+    loaded = train_lib.with_pretrained_backbone(state, config.model, mesh)
+    conv = weights["params"]["layer3_1"]["conv2"]["kernel"]
+    np.testing.assert_array_equal(loaded.params["net"]["backbone"]["layer3_1"]["conv2"]["kernel"], conv)
+    np.testing.assert_array_equal(loaded.batch_stats["net"]["backbone"]["bn1"]["var"],
+                                  weights["batch_stats"]["bn1"]["var"])
+    # The rest of the model keeps its initialisation.
+    np.testing.assert_array_equal(loaded.params["point_head"]["fc1"]["kernel"],
+                                  state.params["point_head"]["fc1"]["kernel"])
+    config.model.backbone.width = 16
+    with pytest.raises(ValueError, match=r"width=8; set --config.model.backbone.width=8"):
+        train_lib.with_pretrained_backbone(state, config.model, mesh)
+    config.model.backbone.width = 8
+    config.model.backbone.pretrained = str(tmp_path / "missing.npz")
+    with pytest.raises(FileNotFoundError, match="missing.npz: no such file"):
+        train_lib.with_pretrained_backbone(state, config.model, mesh)
