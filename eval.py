@@ -2,6 +2,7 @@
 (its logits bilinearly upsampled to the image) and PointRend's subdivision.
 
     python eval.py --config configs/synthetic_multiclass.py --workdir DIR [--config.eval.step=N]
+        [--coordinator_address=HOST:PORT --num_processes=N --process_id=I]
 
 Writes DIR/eval/metrics.json ({"step", "coarse": {...}, "pointrend": {...}} with mIoU,
 boundary IoU, pixel accuracy and per-class IoU as fractions), prints the two side by side,
@@ -23,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pointrend_jax import config as config_lib
-from pointrend_jax import metrics, visualize
+from pointrend_jax import distributed, metrics, visualize
 from pointrend_jax.data import build_datasets
 from pointrend_jax.data.pipeline import eval_examples, num_eval_examples
 from pointrend_jax.models.pointrend import build_model
@@ -109,6 +110,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
+    distributed.initialize_from_flags()
     evaluate(_CONFIG.value, _WORKDIR.value)
 
 

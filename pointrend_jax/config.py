@@ -85,6 +85,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.warmup_factor = 0.001
     c.optimizer.clip_grad_norm = config_dict.placeholder(float)  # None: no clipping
 
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.fsdp = 1  # devices that split params/optimizer state (1: data parallel; -1: all)
+    c.mesh.fsdp_min_size = 2**14  # arrays smaller than this (elements) stay replicated
+
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 16  # global, over all devices and processes
     c.train.num_steps = 1000
@@ -92,6 +96,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 1000
     c.train.max_to_keep = 3
     c.train.image_summary_every = 1000  # TensorBoard example predictions (0 = off)
+    c.train.max_nonfinite_steps = 10  # stop after this many skipped (NaN/inf) steps in a row
 
     c.eval = ml_collections.ConfigDict()
     c.eval.step = config_dict.placeholder(int)  # None: the latest checkpoint
@@ -124,6 +129,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "pointrend.train_num_points": config.pointrend.train_num_points,
         "pointrend.subdivision_num_points": config.pointrend.subdivision_num_points,
         "eval.size_divisor": config.eval.size_divisor,
+        "train.max_nonfinite_steps": config.train.max_nonfinite_steps,
     }
     for key, value in positive.items():
         if value < 1:

@@ -111,7 +111,7 @@ def restore_variables(workdir: str, model, image_shape, step: Optional[int] = No
                             jax.random.key(0))
     # Only params and batch stats are read; the optimizer state stays on disk.
     target = {"params": shapes["params"], "batch_stats": shapes["batch_stats"]}
-    state = checkpointer.restore(step, abstract_like(target, sharding), partial=True)
+    state, _ = checkpointer.restore(step, abstract_like(target, sharding), partial=True)
     checkpointer.close()
     return {"params": state["params"], "batch_stats": state["batch_stats"]}, step
 

@@ -1,7 +1,11 @@
 """Training machinery: the device mesh, the train state, the optimizer and the train step.
 
-One program for 1 CPU, 8 GPUs or a pod: `jax.jit` with shardings over a `Mesh`. The batch
-is split over the `"data"` axis; parameters and optimizer state are replicated. The step
+One program for 1 CPU, 8 GPUs or a pod: `jax.jit` with shardings over a 2-D `Mesh` of axes
+`("data", "fsdp")`. The batch is split over both axes. With `mesh.fsdp = 1` (the default)
+this is plain data parallelism: parameters and optimizer state are replicated. With
+`mesh.fsdp = F > 1` (or -1: all devices) every parameter and optimizer-state array of at
+least `mesh.fsdp_min_size` elements is split over the `"fsdp"` axis along its largest
+dimension divisible by F (big_vision's rule); XLA gathers them where needed. The step
 donates its state and returns a dict of scalar measurements.
 """
 from __future__ import annotations
@@ -21,6 +25,8 @@ from pointrend_jax.losses import segmentation_loss
 from pointrend_jax.models.pointrend import init_variables
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
 
 @flax.struct.dataclass
@@ -33,19 +39,47 @@ class TrainState:
     opt_state: Any
 
 
-def make_mesh() -> Mesh:
-    """A 1-D data-parallel mesh over every device of every process."""
-    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
-                         axis_types=(jax.sharding.AxisType.Auto,))
+def make_mesh(mesh_cfg) -> Mesh:
+    """A `("data", "fsdp")` mesh over every device of every process."""
+    count = jax.device_count()
+    fsdp = count if mesh_cfg.fsdp == -1 else mesh_cfg.fsdp
+    if fsdp < 1 or count % fsdp:
+        raise ValueError(f"--config.mesh.fsdp={mesh_cfg.fsdp} must divide the {count} devices "
+                         "(or be -1 for all of them)")
+    auto = jax.sharding.AxisType.Auto
+    return jax.make_mesh((count // fsdp, fsdp), BATCH_AXES, axis_types=(auto, auto))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over the data axis."""
-    return NamedSharding(mesh, P(DATA_AXIS))
+    """Leading (batch) axis split over all devices."""
+    return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
+
+
+def fsdp_sharding(shape, mesh: Mesh, min_size: int) -> NamedSharding:
+    """Where an array of `shape` lives: split over "fsdp" along its largest dimension that
+    the axis divides, or replicated when it is small or nothing divides."""
+    size = mesh.shape[FSDP_AXIS]
+    if size == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+        return replicated(mesh)
+    for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+        if shape[axis] % size == 0:
+            spec = [None] * len(shape)
+            spec[axis] = FSDP_AXIS
+            return NamedSharding(mesh, P(*spec))
+    return replicated(mesh)
+
+
+def state_shardings(state, mesh: Mesh, mesh_cfg):
+    """Shardings of a TrainState (or its abstract shape): params and optimizer state by the
+    fsdp rule, the step and batch statistics replicated."""
+    rule = lambda x: fsdp_sharding(x.shape, mesh, mesh_cfg.fsdp_min_size)
+    return TrainState(step=replicated(mesh), params=jax.tree.map(rule, state.params),
+                      batch_stats=jax.tree.map(lambda _: replicated(mesh), state.batch_stats),
+                      opt_state=jax.tree.map(rule, state.opt_state))
 
 
 def global_batch(local_batch: Dict[str, np.ndarray], mesh: Mesh) -> Dict[str, jax.Array]:
@@ -106,8 +140,8 @@ def make_optimizer(opt_cfg, num_steps: int) -> Tuple[optax.GradientTransformatio
     return optax.chain(*parts), schedule
 
 
-def create_train_state(model, tx, rng: jax.Array, image_shape, mesh: Mesh) -> TrainState:
-    """A fresh train state, created directly with its (replicated) sharding."""
+def create_train_state(model, tx, rng: jax.Array, image_shape, mesh: Mesh, mesh_cfg) -> TrainState:
+    """A fresh train state, created directly with its sharding (`state_shardings`)."""
 
     def init(rng):
         variables = init_variables(model, rng, image_shape)
@@ -115,10 +149,16 @@ def create_train_state(model, tx, rng: jax.Array, image_shape, mesh: Mesh) -> Tr
                           batch_stats=variables["batch_stats"],
                           opt_state=tx.init(variables["params"]))
 
-    return jax.jit(init, out_shardings=replicated(mesh))(rng)
+    shardings = state_shardings(jax.eval_shape(init, rng), mesh, mesh_cfg)
+    return jax.jit(init, out_shardings=shardings)(rng)
 
 
-def with_pretrained_backbone(state: TrainState, model_cfg, mesh: Mesh) -> TrainState:
+def shardings_of(tree):
+    """The sharding of every array in `tree`."""
+    return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def with_pretrained_backbone(state: TrainState, model_cfg) -> TrainState:
     """`state` with its backbone replaced by the converted weights at
     `model_cfg.backbone.pretrained`, after checking that the config matches them."""
     path = model_cfg.backbone.pretrained
@@ -138,8 +178,8 @@ def with_pretrained_backbone(state: TrainState, model_cfg, mesh: Mesh) -> TrainS
                              f"{key}={tuple(meta[key])}; --config.model.{key} is "
                              f"{tuple(model_cfg[key])}")
     params, batch_stats = merge_pretrained(state.params, state.batch_stats, variables, source=path)
-    placed = jax.device_put({"params": params, "batch_stats": batch_stats}, replicated(mesh))
-    return state.replace(params=placed["params"], batch_stats=placed["batch_stats"])
+    return state.replace(params=jax.device_put(params, shardings_of(state.params)),
+                         batch_stats=jax.device_put(batch_stats, shardings_of(state.batch_stats)))
 
 
 def make_train_step(model, tx, schedule: optax.Schedule, loss_cfg) -> Callable:
@@ -147,6 +187,8 @@ def make_train_step(model, tx, schedule: optax.Schedule, loss_cfg) -> Callable:
 
     `batch` holds `image` uint8 (B, h, w, 3) and `label` uint8 (B, h, w); the step's
     randomness is `rng` folded with the step number, so a resumed run draws the same points.
+    A step whose loss or gradient is not finite changes nothing but the step counter; its
+    `measurements["nonfinite"]` is 1.
     """
 
     def train_step(state: TrainState, batch, rng):
@@ -163,21 +205,48 @@ def make_train_step(model, tx, schedule: optax.Schedule, loss_cfg) -> Callable:
             return total, (parts, updated.get("batch_stats", state.batch_stats))
 
         (loss, (parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(step=state.step + 1,
-                                  params=optax.apply_updates(state.params, updates),
-                                  batch_stats=batch_stats, opt_state=opt_state)
+        keep_if_finite = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        new_state = TrainState(
+            step=state.step + 1,
+            params=keep_if_finite(optax.apply_updates(state.params, updates), state.params),
+            batch_stats=keep_if_finite(batch_stats, state.batch_stats),
+            opt_state=keep_if_finite(opt_state, state.opt_state))
         measurements = {"loss": loss, **parts, "learning_rate": schedule(state.step),
-                        "grad_norm": optax.tree.norm(grads)}
+                        "grad_norm": grad_norm, "nonfinite": 1.0 - finite.astype(jnp.float32)}
         return new_state, measurements
 
     return train_step
 
 
 def jit_train_step(train_step: Callable, state: TrainState, mesh: Mesh) -> Callable:
-    """Compiles the step for this mesh: state replicated and donated, batch sharded."""
-    state_sharding = jax.tree.map(lambda _: replicated(mesh), state)
+    """Compiles the step for this mesh: the state keeps its shardings and is donated, the
+    batch is split over all devices."""
+    state_sharding = shardings_of(state)
     return jax.jit(train_step,
                    in_shardings=(state_sharding, batch_sharding(mesh), replicated(mesh)),
                    out_shardings=(state_sharding, replicated(mesh)),
                    donate_argnums=(0,))
+
+
+class NonFiniteGuard:
+    """Counts skipped (non-finite) steps on the host; raises once `limit` come in a row."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.streak = 0
+        self.total = 0
+
+    def update(self, step: int, nonfinite: bool) -> None:
+        if not nonfinite:
+            self.streak = 0
+            return
+        self.streak += 1
+        self.total += 1
+        if self.streak >= self.limit:
+            raise FloatingPointError(
+                f"step {step}: the loss or gradient was not finite for {self.streak} steps in a "
+                f"row (steps {step - self.streak + 1}..{step}, --config.train.max_nonfinite_steps="
+                f"{self.limit}); those steps were skipped and the last good checkpoint is kept")

@@ -222,28 +222,62 @@ def test_same_seed_same_batches_different_seed_different(np_rng):
     assert any(not np.array_equal(a["image"], b["image"]) for a, b in zip(first, other))
 
 
-@pytest.mark.parametrize("num_examples,process_count", [(12, 2), (11, 3)])
-def test_process_shards_are_disjoint_cover_the_epoch_and_reshuffle(num_examples, process_count):
-    source = IndexSource(num_examples)
-    shards = []
+@pytest.mark.parametrize("num_examples", [12, 11])
+def test_stream_covers_every_epoch_once_and_reshuffles(num_examples):
+    it = train_iterator(IndexSource(num_examples), global_batch_size=1, seed=3,
+                        augment_cfg=identity_cfg())
+    stream = [i for batch in _take(it, 3 * num_examples) for i in _indices(batch)]
+    epochs = [stream[e * num_examples:(e + 1) * num_examples] for e in range(3)]
+    assert all(sorted(e) == list(range(num_examples)) for e in epochs)
+    assert len({tuple(e) for e in epochs}) > 1  # a new order each epoch
+
+
+class RecordingSource(BlockSource):
+    def __init__(self, rng, n):
+        super().__init__(rng, n)
+        self.read = set()
+
+    def __getitem__(self, i):
+        self.read.add(i)
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("process_count", [2, 4])
+def test_global_batches_do_not_depend_on_the_process_count(np_rng, process_count):
+    source = RecordingSource(np_rng, n=13)
+    kwargs = dict(global_batch_size=8, seed=int(np_rng.integers(2**31)), augment_cfg=FULL_CFG,
+                  num_threads=0)
+    single = _take(train_iterator(source, **kwargs), 4)
+    per_process = [_take(train_iterator(source, process_index=p, process_count=process_count,
+                                        **kwargs), 4) for p in range(process_count)]
+    for j in range(4):  # rows of global batch j, process by process, augmentation included
+        np.testing.assert_array_equal(
+            np.concatenate([per_process[p][j]["image"] for p in range(process_count)]),
+            single[j]["image"])
+        np.testing.assert_array_equal(
+            np.concatenate([per_process[p][j]["label"] for p in range(process_count)]),
+            single[j]["label"])
+    # The first global batch (8 of the 13 examples): each process reads only its own rows.
+    reads = []
     for p in range(process_count):
-        it = train_iterator(source, global_batch_size=process_count, seed=3, process_index=p,
-                            process_count=process_count, augment_cfg=identity_cfg())
-        shard_len = len(range(p, num_examples, process_count))
-        stream = [i for batch in _take(it, 3 * shard_len) for i in _indices(batch)]
-        epochs = [stream[e * shard_len:(e + 1) * shard_len] for e in range(3)]
-        assert all(sorted(e) == list(range(p, num_examples, process_count)) for e in epochs)
-        assert len({tuple(e) for e in epochs}) > 1  # a new order each epoch
-        shards.append(set(epochs[0]))
-    assert set().union(*shards) == set(range(num_examples))
-    assert sum(len(s) for s in shards) == num_examples
+        source.read = set()
+        next(train_iterator(source, process_index=p, process_count=process_count,
+                            prefetch_batches=0, **kwargs))
+        reads.append(source.read)
+    assert [len(r) for r in reads] == [8 // process_count] * process_count
+    assert len(set().union(*reads)) == 8
 
 
-def test_processes_augment_independently(np_rng):
-    source = BlockSource(np_rng, n=8)
-    batches = [next(train_iterator(source, global_batch_size=8, seed=0, process_index=p, process_count=2,
-                                   augment_cfg=FULL_CFG)) for p in range(2)]
-    assert not np.array_equal(batches[0]["image"], batches[1]["image"])
+def test_start_batch_resumes_the_stream_on_any_process_count(np_rng):
+    source = BlockSource(np_rng, n=10)
+    kwargs = dict(global_batch_size=4, seed=int(np_rng.integers(2**31)), augment_cfg=FULL_CFG)
+    uninterrupted = _take(train_iterator(source, **kwargs), 7)
+    _assert_same(_take(train_iterator(source, start_batch=3, **kwargs), 4), uninterrupted[3:])
+    halves = [_take(train_iterator(source, start_batch=5, process_index=p, process_count=2,
+                                   **kwargs), 2) for p in range(2)]
+    for j in range(2):
+        np.testing.assert_array_equal(np.concatenate([halves[0][j]["image"], halves[1][j]["image"]]),
+                                      uninterrupted[5 + j]["image"])
 
 
 def test_resume_from_state_continues_the_same_stream(np_rng):

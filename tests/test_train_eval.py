@@ -121,8 +121,8 @@ def test_loss_goes_down_on_a_tiny_run(tfds_dir):
     data = build_datasets(config.data)
     model = build_model(config.model, config.pointrend, data.num_classes)
     tx, schedule = train_lib.make_optimizer(config.optimizer, 30)
-    mesh = train_lib.make_mesh()
-    state = train_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh)
+    mesh = train_lib.make_mesh(config.mesh)
+    state = train_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh, config.mesh)
     step = train_lib.jit_train_step(train_lib.make_train_step(model, tx, schedule, config.loss),
                                     state, mesh)
     batch = {"image": np.stack([data.train[i]["image"][:64, :64] for i in range(4)]),
@@ -211,9 +211,9 @@ def test_pretrained_backbone_is_loaded_into_the_train_state_and_checked(tmp_path
     config.model.backbone.pretrained = path
     model = build_model(config.model, config.pointrend, 5)
     tx, _ = train_lib.make_optimizer(config.optimizer, 10)
-    mesh = train_lib.make_mesh()
-    state = train_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh)
-    loaded = train_lib.with_pretrained_backbone(state, config.model, mesh)
+    mesh = train_lib.make_mesh(config.mesh)
+    state = train_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh, config.mesh)
+    loaded = train_lib.with_pretrained_backbone(state, config.model)
     conv = weights["params"]["layer3_1"]["conv2"]["kernel"]
     np.testing.assert_array_equal(loaded.params["net"]["backbone"]["layer3_1"]["conv2"]["kernel"], conv)
     np.testing.assert_array_equal(loaded.batch_stats["net"]["backbone"]["bn1"]["var"],
@@ -223,8 +223,8 @@ def test_pretrained_backbone_is_loaded_into_the_train_state_and_checked(tmp_path
                                   state.params["point_head"]["fc1"]["kernel"])
     config.model.backbone.width = 16
     with pytest.raises(ValueError, match=r"width=8; set --config.model.backbone.width=8"):
-        train_lib.with_pretrained_backbone(state, config.model, mesh)
+        train_lib.with_pretrained_backbone(state, config.model)
     config.model.backbone.width = 8
     config.model.backbone.pretrained = str(tmp_path / "missing.npz")
     with pytest.raises(FileNotFoundError, match="missing.npz: no such file"):
-        train_lib.with_pretrained_backbone(state, config.model, mesh)
+        train_lib.with_pretrained_backbone(state, config.model)

@@ -1,16 +1,18 @@
 """Input pipelines on grain: sharded, shuffled, augmented, checkpointable.
 
-``train_iterator`` is an endless stream of local batches. Each process reads only its own
-shard of the source (``source[process_index::process_count]``), shuffles it with a seed
-folded from ``(seed, process_index)``, reshuffles every epoch, and augments each element
-with a generator seeded from the pipeline seed and the element's position in the stream,
-so a run is the same batch for batch whenever it is started with the same seed. The
-iterator's ``get_state()`` is a small dict to save with the model; ``set_state(state)`` on a
-fresh iterator continues with exactly the batches the first one would have produced next.
+``train_iterator`` is an endless stream of local batches cut from one global stream: the
+source shuffled with the run's seed (a new order every epoch), repeated, and each element
+augmented with a generator seeded from the seed and the element's position in the stream.
+Global batch ``j`` is stream elements ``[j * B, (j + 1) * B)``; process ``p`` of ``P`` loads
+only its rows ``[p * B / P, (p + 1) * B / P)`` of it, i.e. it reads only its own examples.
+So the global batches the devices see are the same for 1 process or many, and a run is the
+same batch for batch whenever it is started with the same seed. The position is one number,
+the batches consumed (= the train step): ``start_batch`` resumes there on any topology; the
+iterator's ``get_state()``/``set_state()`` do the same for one process.
 
 ``eval_examples`` yields a process's share of the validation set, unbatched, in a fixed order.
 
-Shapes: B local batch size (global_batch_size // process_count); h, w crop size.
+Shapes: B global batch size; B / P local batch size; h, w crop size.
 """
 from __future__ import annotations
 
@@ -38,23 +40,20 @@ def _check_process(process_index: int, process_count: int) -> None:
                          f"process_count={process_count}.")
 
 
-def process_seed(seed: int, process_index: int) -> int:
-    """A 32-bit seed for one process's pipeline: processes shuffle and augment independently."""
-    return int(np.random.SeedSequence([int(seed), int(process_index)]).generate_state(1)[0])
-
-
 def train_iterator(source, *, global_batch_size: int, seed: int, process_index: int = 0,
-                   process_count: int = 1, augment_cfg: Any, num_threads: int = 2,
-                   prefetch_batches: int = 2, num_workers: int = 0) -> grain.DatasetIterator:
-    """Endless iterator of local batches {"image": uint8 (B, h, w, 3), "label": uint8 (B, h, w)}.
+                   process_count: int = 1, augment_cfg: Any, start_batch: int = 0,
+                   num_threads: int = 2, prefetch_batches: int = 2,
+                   num_workers: int = 0) -> grain.DatasetIterator:
+    """Endless iterator of local batches {"image": uint8 (B/P, h, w, 3), "label": uint8 (B/P, h, w)}.
 
     Args:
       source: random-access examples ({"image", "label", ...}); ``len`` and ``[i]``.
-      global_batch_size: summed over processes; must be divisible by process_count.
+      global_batch_size: B, summed over processes; must be divisible by process_count.
       seed: the run's data seed (shuffle order and augmentation).
-      process_index, process_count: this process's shard of ``source``.
+      process_index, process_count: which rows of each global batch this process loads.
       augment_cfg: ConfigDict/mapping with crop_size, min_scale, max_scale, flip,
         color_jitter, max_class_ratio (see ``augment.AugmentConfig``).
+      start_batch: the first global batch to produce (the batches already consumed).
       num_threads, prefetch_batches: threads and buffer that prepare batches ahead.
       num_workers: > 0 moves the work into that many worker processes (still deterministic).
 
@@ -65,21 +64,25 @@ def train_iterator(source, *, global_batch_size: int, seed: int, process_index: 
     if global_batch_size < 1 or global_batch_size % process_count:
         raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of "
                          f"process_count={process_count} (each process loads an equal share).")
+    if len(source) == 0:
+        raise ValueError("the training source has no examples")
+    if start_batch < 0:
+        raise ValueError(f"start_batch must be >= 0, got {start_batch}")
     local_batch_size = global_batch_size // process_count
     cfg = AugmentConfig.from_config(augment_cfg)
 
-    shard = grain.MapDataset.source(source)[process_index::process_count]
-    if len(shard) == 0:
-        raise ValueError(f"Process {process_index} of {process_count} gets no training examples: "
-                         f"the source has only {len(source)}.")
     # shuffle() folds the epoch into its seed, so repeat() gives a new order every epoch;
     # random_map seeds each element's generator from the seed and its index in the endless
-    # stream, so an image is augmented differently in each epoch.
-    ds = (shard.seed(process_seed(seed, process_index))
+    # global stream, so an image is augmented differently in each epoch, and identically
+    # whichever process loads it. Batching by local batches and taking every P-th from
+    # process_index gives process p rows [p*B/P, (p+1)*B/P) of each global batch.
+    ds = (grain.MapDataset.source(source)
+          .seed(int(seed))
           .shuffle()
           .repeat(None)
           .random_map(_Augment(cfg))
           .batch(local_batch_size, drop_remainder=True))
+    ds = ds[process_index::process_count][start_batch:]
     read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_batches)
     it_ds = ds.to_iter_dataset(read)
     if num_workers > 0:
