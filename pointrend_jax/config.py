@@ -20,6 +20,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.name = "synthetic"  # "synthetic" | "folder"
     c.data.variant = "multiclass"  # synthetic: "binary" | "multiclass"
     c.data.data_dir = config_dict.placeholder(str)  # synthetic: tfds data dir (None: default)
+    # cityscapes/ade20k/voc: folder the official download was extracted into (to prepare it)
+    c.data.manual_dir = config_dict.placeholder(str)
     c.data.num_train = config_dict.placeholder(int)  # synthetic: examples (None: builder default)
     c.data.num_val = config_dict.placeholder(int)
     c.data.root = config_dict.placeholder(str)  # folder: ROOT/{train,val}/{images,masks}
@@ -32,6 +34,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.augment.flip = True
     c.augment.color_jitter = 0.2  # max relative brightness/contrast/saturation change
     c.augment.max_class_ratio = 1.0  # detectron2's single-category max area (1.0 = off)
+    # detectron2's ResizeShortestEdge: short side drawn from these lengths (replaces
+    # min_scale/max_scale when not empty), long side capped at max_size (None: no cap)
+    c.augment.short_side = ()
+    c.augment.max_size = config_dict.placeholder(int)
+    c.augment.color_aug_ssd = False  # SSD brightness/contrast/saturation/hue, each p=0.5
 
     c.model = ml_collections.ConfigDict()
     c.model.head = "semantic_fpn"  # coarse head: "semantic_fpn" | "deeplabv3"

@@ -9,16 +9,26 @@ set named by ``config.data.name``:
              default); optional ``num_train``, ``num_val``, ``image_size``, ``seed``.
   folder     users' files under ``root`` (see ``folder.py``); ``num_classes`` may be None
              when ``root/classes.txt`` exists; both splits are checked up front.
+  cityscapes, ade20k, voc
+             the official downloads, read by tfds builders (``cityscapes.py``, ``ade20k.py``,
+             ``voc.py``; array_record, no TensorFlow): ``manual_dir`` is the folder the
+             user extracted the download into (needed to prepare the data once; a missing
+             or partial download fails with the expected path and the download page),
+             ``data_dir`` where the prepared data goes (None = tfds default), ``variant``
+             one of the module's ``VARIANTS`` ("fine"; "scene_parsing"; "voc2012" or
+             "voc2012_aug"). ``num_train``/``num_val`` do not apply.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Sequence
 
 from pointrend_jax.data.folder import (DataError, FolderSource, resolve_class_names,
                                        validate_folder)
 
-DATASET_NAMES = ("synthetic", "folder")
+DOWNLOADED_DATASETS = ("cityscapes", "ade20k", "voc")  # module names under pointrend_jax.data
+DATASET_NAMES = ("synthetic", "folder", *DOWNLOADED_DATASETS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +74,18 @@ def build_datasets(data_cfg: Any) -> DatasetSpec:
         for split in ("train", "val"):
             validate_folder(root, split, len(names))
         return DatasetSpec(len(names), names, FolderSource(root, "train"), FolderSource(root, "val"))
+    if name in DOWNLOADED_DATASETS:
+        # Imported here, like synthetic: tensorflow_datasets is slow to import.
+        module = importlib.import_module(f"pointrend_jax.data.{name}")
+        variant = _get(data_cfg, "variant")
+        if variant not in module.VARIANTS:
+            raise ValueError(f"--config.data.variant={variant!r} is not a {name} variant; "
+                             f"choose one of {list(module.VARIANTS)}.")
+        sources = module.load(variant, manual_dir=_get(data_cfg, "manual_dir"),
+                              data_dir=_get(data_cfg, "data_dir"))
+        names = list(module.CLASS_NAMES)
+        _check_num_classes(_get(data_cfg, "num_classes"), names, f"{name} {variant}")
+        return DatasetSpec(len(names), names, sources["train"], sources["val"])
     raise ValueError(f"--config.data.name={name!r} is not a known data set; choose one of {list(DATASET_NAMES)}.")
 
 
@@ -73,5 +95,5 @@ def _check_num_classes(num_classes: int | None, names: Sequence[str], what: str)
                          f"classes ({', '.join(names)}); leave it unset or set it to {len(names)}.")
 
 
-__all__ = ["DATASET_NAMES", "DataError", "DatasetSpec", "FolderSource", "build_datasets",
+__all__ = ["DATASET_NAMES", "DOWNLOADED_DATASETS", "DataError", "DatasetSpec", "FolderSource", "build_datasets",
            "resolve_class_names", "validate_folder"]

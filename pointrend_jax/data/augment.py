@@ -1,5 +1,11 @@
 """Training augmentation in NumPy/PIL: scale, pad, crop, flip, colour.
 
+Scale is either a random factor of the image size or, as detectron2's recipes do, a
+shortest-edge length drawn from a list (``ResizeShortestEdge``, "choice" sampling, with a cap
+on the longer edge). Colour is either a simple brightness/contrast/saturation jitter or the
+SSD photometric distortions (detectron2's ``ColorAugSSDTransform``, mmsegmentation's
+``PhotoMetricDistortion``): brightness, contrast, saturation and hue, each with p = 0.5.
+
 Deterministic given a ``np.random.Generator``: the same generator state gives the same
 output, so grain's ``random_map`` (which seeds a generator from the pipeline seed and the
 element's index) makes a whole run reproducible.
@@ -32,6 +38,11 @@ class AugmentConfig:
     max_class_ratio: crops are redrawn (up to 10 times) while one class (not 255) covers at
       least this fraction of the labelled pixels (detectron2's single_category_max_area;
       1.0 = off).
+    short_side: shortest-edge lengths in pixels, e.g. (512, 768, ..., 2048); when not
+      empty, each image is resized so its short side is one of them, drawn uniformly, and
+      min_scale/max_scale are not used (detectron2's ResizeShortestEdge, "choice").
+    max_size: with short_side, the longer side is capped at this (None = no cap).
+    color_aug_ssd: SSD colour distortions (see ``color_aug_ssd``), after color_jitter.
     """
 
     crop_size: tuple[int, int]
@@ -40,6 +51,9 @@ class AugmentConfig:
     flip: bool = True
     color_jitter: float = 0.0
     max_class_ratio: float = 1.0
+    short_side: tuple[int, ...] = ()
+    max_size: int | None = None
+    color_aug_ssd: bool = False
 
     def __post_init__(self):
         crop = tuple(int(v) for v in self.crop_size)
@@ -53,6 +67,17 @@ class AugmentConfig:
             raise ValueError(f"augment color_jitter must be in [0, 1), got {self.color_jitter}.")
         if not 0 < self.max_class_ratio <= 1:
             raise ValueError(f"augment max_class_ratio must be in (0, 1], got {self.max_class_ratio}.")
+        short_side = tuple(int(v) for v in self.short_side)
+        if any(v < 1 for v in short_side):
+            raise ValueError(f"augment short_side must list positive lengths, got {self.short_side!r}.")
+        object.__setattr__(self, "short_side", short_side)
+        if self.max_size is not None:
+            if not short_side:
+                raise ValueError(f"augment max_size={self.max_size} only applies with short_side; "
+                                 "set short_side too, or leave max_size None.")
+            if int(self.max_size) < 1:
+                raise ValueError(f"augment max_size must be positive, got {self.max_size}.")
+            object.__setattr__(self, "max_size", int(self.max_size))
 
     @classmethod
     def from_config(cls, cfg: Any) -> "AugmentConfig":
@@ -67,6 +92,16 @@ class AugmentConfig:
         return cls(**{k: v for k, v in values.items() if v is not None})
 
 
+def resize(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Resizes to ``size`` (h, w): image bilinear, label nearest (pixel centres aligned)."""
+    if size == label.shape:
+        return image, label
+    wh = (size[1], size[0])
+    image = np.asarray(Image.fromarray(image).resize(wh, Image.BILINEAR))
+    label = np.asarray(Image.fromarray(label).resize(wh, Image.NEAREST))
+    return image, label
+
+
 def random_scale(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
                  min_scale: float, max_scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Resizes by a factor in [min_scale, max_scale]: image bilinear, label nearest."""
@@ -74,10 +109,24 @@ def random_scale(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
     if min_scale == max_scale == 1.0:
         return image, label
     height, width = label.shape
-    size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
-    image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-    label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
-    return image, label
+    return resize(image, label, (max(1, int(round(height * scale))), max(1, int(round(width * scale)))))
+
+
+def shortest_edge_size(height: int, width: int, short: int, max_size: int | None) -> tuple[int, int]:
+    """(h, w) with the short side ``short`` and the long side at most ``max_size``, the
+    aspect ratio kept; rounded half up as detectron2's ResizeShortestEdge."""
+    scale = short / min(height, width)
+    if max_size is not None and max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+def resize_shortest_edge(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
+                         short_side, max_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Resizes so the short side is one of ``short_side`` (drawn uniformly) and the long
+    side at most ``max_size``: image bilinear, label nearest."""
+    short = int(short_side[int(rng.integers(len(short_side)))])
+    return resize(image, label, shortest_edge_size(*label.shape, short, max_size))
 
 
 def pad_to(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -125,6 +174,102 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, max_delta: float) 
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
+# --------------------------------------------------------------------------------------
+# SSD colour distortions, on float RGB pixels in [0, 255].
+# --------------------------------------------------------------------------------------
+
+SSD_BRIGHTNESS_DELTA = 32.0  # added to every channel, uniform in [-32, 32]
+SSD_CONTRAST_RANGE = (0.5, 1.5)  # every channel multiplied by a factor in this range
+SSD_SATURATION_RANGE = (0.5, 1.5)  # HSV saturation multiplied by a factor in this range
+SSD_HUE_DELTA = 18  # hue shifted by an integer in [-18, 18] of OpenCV's 180 hue steps
+
+
+def rgb_to_hsv(x: np.ndarray) -> np.ndarray:
+    """Float RGB (..., 3) in [0, 255] -> HSV with hue in [0, 1) turns, saturation in [0, 1],
+    value in [0, 255]."""
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    value = x.max(axis=-1)
+    chroma = value - x.min(axis=-1)
+    safe = np.where(chroma > 0, chroma, 1.0)
+    hue = np.where(value == r, ((g - b) / safe) % 6.0,
+                   np.where(value == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
+    hue = np.where(chroma > 0, hue / 6.0, 0.0)
+    saturation = np.where(value > 0, chroma / np.where(value > 0, value, 1.0), 0.0)
+    return np.stack([hue, saturation, value], axis=-1)
+
+
+# For each hue sector 0..5, which of (value, t, p, q) (see hsv_to_rgb) are R, G and B.
+_SECTOR_CHANNELS = np.array([[0, 1, 2], [3, 0, 2], [2, 0, 1], [2, 3, 0], [1, 2, 0], [0, 2, 3]])
+
+
+def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """The inverse of ``rgb_to_hsv``."""
+    hue, saturation, value = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    sector = np.floor(hue * 6.0)
+    frac = hue * 6.0 - sector
+    t = value * (1.0 - saturation * (1.0 - frac))
+    p = value * (1.0 - saturation)
+    q = value * (1.0 - saturation * frac)
+    candidates = np.stack([value, t, p, q], axis=-1)
+    index = _SECTOR_CHANNELS[sector.astype(np.int64) % 6]
+    return np.take_along_axis(candidates, index, axis=-1)
+
+
+def adjust_brightness(x: np.ndarray, delta: float) -> np.ndarray:
+    return np.clip(x + delta, 0.0, 255.0)
+
+
+def adjust_contrast(x: np.ndarray, factor: float) -> np.ndarray:
+    """Scales every channel (SSD's contrast: about 0, not about the mean)."""
+    return np.clip(x * factor, 0.0, 255.0)
+
+
+def adjust_saturation(x: np.ndarray, factor: float) -> np.ndarray:
+    return adjust_saturation_hue(x, factor, 0)
+
+
+def adjust_hue(x: np.ndarray, delta: int) -> np.ndarray:
+    """Rotates the hue by ``delta`` of OpenCV's 180 steps (2 degrees each)."""
+    return adjust_saturation_hue(x, 1.0, delta)
+
+
+def adjust_saturation_hue(x: np.ndarray, factor: float, delta: int) -> np.ndarray:
+    """Saturation times ``factor`` (clipped to 1), then hue + ``delta`` / 180 of a turn, in
+    one round trip through HSV."""
+    hsv = rgb_to_hsv(x)
+    if factor != 1.0:
+        hsv[..., 1] = np.clip(hsv[..., 1] * factor, 0.0, 1.0)
+    if delta:
+        hsv[..., 0] = (hsv[..., 0] + delta / 180.0) % 1.0
+    return hsv_to_rgb(hsv)
+
+
+def color_aug_ssd(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """SSD photometric distortions of a uint8 RGB image, in SSD's order: brightness; then
+    contrast either first or last (a coin flip); saturation; hue. Each is applied with
+    probability 0.5. Computed in float, rounded once at the end (detectron2 truncates to
+    uint8 after each step, a difference of at most a few levels)."""
+    x = image.astype(np.float32)
+    if rng.random() < 0.5:
+        x = adjust_brightness(x, rng.uniform(-SSD_BRIGHTNESS_DELTA, SSD_BRIGHTNESS_DELTA))
+    contrast_first = rng.random() < 0.5
+
+    def maybe_contrast(x):
+        if rng.random() < 0.5:
+            return adjust_contrast(x, rng.uniform(*SSD_CONTRAST_RANGE))
+        return x
+
+    if contrast_first:
+        x = maybe_contrast(x)
+    saturation = rng.uniform(*SSD_SATURATION_RANGE) if rng.random() < 0.5 else 1.0
+    hue = int(rng.integers(-SSD_HUE_DELTA, SSD_HUE_DELTA + 1)) if rng.random() < 0.5 else 0
+    if saturation != 1.0 or hue:  # both in one HSV round trip
+        x = adjust_saturation_hue(x, saturation, hue)
+    if not contrast_first:
+        x = maybe_contrast(x)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
 def augment(example: Mapping[str, Any], rng: np.random.Generator, cfg: AugmentConfig | Any) -> dict[str, np.ndarray]:
     """Scale, pad, crop, flip and colour one example -> {"image" (h, w, 3), "label" (h, w)}."""
     cfg = AugmentConfig.from_config(cfg)
@@ -132,11 +277,16 @@ def augment(example: Mapping[str, Any], rng: np.random.Generator, cfg: AugmentCo
     if image.dtype != np.uint8 or label.dtype != np.uint8 or image.shape[:2] != label.shape:
         raise ValueError(f"augment expects image uint8 (H, W, 3) and label uint8 (H, W), got "
                          f"{image.dtype} {image.shape} and {label.dtype} {label.shape}.")
-    image, label = random_scale(image, label, rng, cfg.min_scale, cfg.max_scale)
+    if cfg.short_side:
+        image, label = resize_shortest_edge(image, label, rng, cfg.short_side, cfg.max_size)
+    else:
+        image, label = random_scale(image, label, rng, cfg.min_scale, cfg.max_scale)
     image, label = pad_to(image, label, cfg.crop_size)
     image, label = random_crop(image, label, rng, cfg.crop_size, cfg.max_class_ratio)
     if rng.random() < 0.5 and cfg.flip:
         image, label = image[:, ::-1], label[:, ::-1]
     if cfg.color_jitter > 0:
         image = color_jitter(image, rng, cfg.color_jitter)
+    if cfg.color_aug_ssd:
+        image = color_aug_ssd(image, rng)
     return {"image": np.ascontiguousarray(image), "label": np.ascontiguousarray(label)}
