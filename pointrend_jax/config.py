@@ -199,6 +199,10 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.pointrend.fc_dim = 16
     c.pointrend.train_num_points = 64
     c.pointrend.subdivision_num_points = 128
+    # SGD: the smoke run's per-step losses are compared across device and process counts,
+    # and Adam turns float-rounding noise in near-zero gradients into full-size updates.
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.02
     c.optimizer.warmup_steps = 2
     c.train.batch_size = 4
     c.train.num_steps = 4

@@ -72,21 +72,26 @@ def point_sample(features: jax.Array, coords: jax.Array, *, mode: str = "bilinea
         x = coords[..., 0] * w - 0.5
         y = coords[..., 1] * h - 0.5
         rows, inside = _pixel_rows(jnp.round(x).astype(jnp.int32), jnp.round(y).astype(jnp.int32),
-                                   n, h, w)
-        values = jnp.reshape(features, (n * h * w, c)).at[rows].get(mode="promise_in_bounds")
+                                   h, w)
+        values = _gather_rows(jnp.reshape(features, (n, h * w, c)), rows)
         return jnp.where(inside[..., None], values, jnp.zeros((), dtype))
     return _bilinear_sample(features, coords)
 
 
-def _pixel_rows(cx, cy, n, h, w):
-    """Flat row indices into `(N * H * W, C)` of integer pixels `(cx, cy)` `(N, P)`, clipped
-    into the map, and whether each pixel really lies inside it."""
+def _pixel_rows(cx, cy, h, w):
+    """Row-major indices into an image's `(H * W, C)` rows of integer pixels `(cx, cy)`
+    `(N, P)`, clipped into the map, and whether each pixel really lies inside it."""
     inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
-    image_base = (jnp.arange(n, dtype=jnp.int32) * (h * w))[:, None]
-    return image_base + jnp.clip(cy, 0, h - 1) * w + jnp.clip(cx, 0, w - 1), inside
+    return jnp.clip(cy, 0, h - 1) * w + jnp.clip(cx, 0, w - 1), inside
 
 
-def _bilinear_corners(coords, n, h, w):
+def _gather_rows(flat, rows):
+    """`flat (N, H*W, C)`, `rows (N, P)` -> `(N, P, C)`. Batched per image (not one flat
+    index over all images) so that a batch sharded over devices stays sharded."""
+    return jax.vmap(lambda f, r: f.at[r].get(mode="promise_in_bounds"))(flat, rows)
+
+
+def _bilinear_corners(coords, h, w):
     """The four neighbouring pixel centres of each point: a list of `(rows, weight, inside)`
     in the order (x0, y0), (x1, y0), (x0, y1), (x1, y1), plus the fractions `(fx, fy)`."""
     x = coords[..., 0] * w - 0.5  # continuous pixel coordinates: pixel centre j sits at j
@@ -100,7 +105,7 @@ def _bilinear_corners(coords, n, h, w):
     corners = []
     for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
                            (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        rows, inside = _pixel_rows(x0 + dx, y0 + dy, n, h, w)
+        rows, inside = _pixel_rows(x0 + dx, y0 + dy, h, w)
         corners.append((rows, weight, inside))
     return corners, fx, fy
 
@@ -108,15 +113,15 @@ def _bilinear_corners(coords, n, h, w):
 @jax.custom_vjp
 def _bilinear_sample(features, coords):
     n, h, w, c = features.shape
-    # Rows of C contiguous channels, one per pixel of every image. Four separate gathers
+    # Rows of C contiguous channels, one per pixel. Four separate gathers
     # (not one stacked gather) let XLA fuse each into the weighted sum instead of
     # materialising (N, 4, P, C).
-    flat = jnp.reshape(features, (n * h * w, c))
+    flat = jnp.reshape(features, (n, h * w, c))
     acc_dtype = jnp.promote_types(features.dtype, jnp.float32)
-    corners, _, _ = _bilinear_corners(coords, n, h, w)
+    corners, _, _ = _bilinear_corners(coords, h, w)
     out = None
     for rows, weight, inside in corners:
-        values = flat.at[rows].get(mode="promise_in_bounds").astype(acc_dtype)
+        values = _gather_rows(flat, rows).astype(acc_dtype)
         term = values * jnp.where(inside, weight, 0).astype(acc_dtype)[..., None]
         out = term if out is None else out + term
     return out.astype(features.dtype)
@@ -133,20 +138,20 @@ def _bilinear_sample_bwd(residuals, grad):
     n, h, w, c = features.shape
     acc_dtype = jnp.promote_types(features.dtype, jnp.float32)
     grad = grad.astype(acc_dtype)
-    flat = jnp.reshape(features, (n * h * w, c))
-    corners, fx, fy = _bilinear_corners(coords, n, h, w)
+    flat = jnp.reshape(features, (n, h * w, c))
+    corners, fx, fy = _bilinear_corners(coords, h, w)
 
-    # Features: one scatter-add of the 4 * N * P weighted cotangent rows.
-    rows = jnp.concatenate([r.reshape(-1) for r, _, _ in corners])
+    # Features: one scatter-add per image of its 4 * P weighted cotangent rows.
+    rows = jnp.concatenate([r for r, _, _ in corners], axis=1)
     updates = jnp.concatenate(
-        [(grad * jnp.where(inside, weight, 0).astype(acc_dtype)[..., None]).reshape(-1, c)
-         for _, weight, inside in corners])
-    d_features = jnp.zeros((n * h * w, c), acc_dtype).at[rows].add(
-        updates, mode="promise_in_bounds").reshape(features.shape).astype(features.dtype)
+        [grad * jnp.where(inside, weight, 0).astype(acc_dtype)[..., None]
+         for _, weight, inside in corners], axis=1)
+    scatter = lambda r, u: jnp.zeros((h * w, c), acc_dtype).at[r].add(u, mode="promise_in_bounds")
+    d_features = jax.vmap(scatter)(rows, updates).reshape(features.shape).astype(features.dtype)
 
     # Coords: d out / d fx and d fy through the corner weights (floor is piecewise constant).
     # When only the features need a gradient (training), jit drops this part.
-    v = [jnp.where(inside[..., None], flat.at[r].get(mode="promise_in_bounds"), 0).astype(acc_dtype)
+    v = [jnp.where(inside[..., None], _gather_rows(flat, r), 0).astype(acc_dtype)
          for r, _, inside in corners]
     d_fx = jnp.sum(grad * ((v[1] - v[0]) * (1 - fy)[..., None] + (v[3] - v[2]) * fy[..., None]), -1)
     d_fy = jnp.sum(grad * ((v[2] - v[0]) * (1 - fx)[..., None] + (v[3] - v[1]) * fx[..., None]), -1)

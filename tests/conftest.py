@@ -15,6 +15,8 @@ _CACHE = os.environ.get(
     "JAX_COMPILATION_CACHE_DIR",
     str(pathlib.Path(__file__).resolve().parents[1] / ".cache" / "jax"),
 )
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE  # for the train.py/eval.py subprocesses too
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 

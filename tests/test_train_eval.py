@@ -228,3 +228,18 @@ def test_pretrained_backbone_is_loaded_into_the_train_state_and_checked(tmp_path
     config.model.backbone.pretrained = str(tmp_path / "missing.npz")
     with pytest.raises(FileNotFoundError, match="missing.npz: no such file"):
         train_lib.with_pretrained_backbone(state, config.model)
+
+
+def test_upsample_coarse_first_starts_at_the_fine_scale_with_fewer_steps(np_rng):
+    config = runlocal_config("unused")  # DeepLabV3 at stride 16, fine res2 at stride 4
+    images = jnp.asarray(np_rng.integers(0, 256, size=(1, 64, 64, 3)), jnp.uint8)
+    out = {}
+    for trick in (False, True):
+        config.pointrend.upsample_coarse_first = trick
+        model = build_model(config.model, config.pointrend, 3)
+        variables = model.init({"params": jax.random.key(0), "points": jax.random.key(1)}, images)
+        out[trick] = model.apply(variables, images, method=model.predict)
+    # 4x4 coarse: 4 steps (8, 16, 32, 64); upsampled to 16x16 first: 2 steps (32, 64).
+    assert [p.shape[1] for p in out[False]["points"]] == [64, 128, 128, 128]
+    assert [p.shape[1] for p in out[True]["points"]] == [128, 128]
+    assert out[True]["logits"].shape == out[False]["logits"].shape == (1, 64, 64, 3)

@@ -14,6 +14,7 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pointrend_jax.models.deeplabv3 import DeepLabV3Head
 from pointrend_jax.models.fpn import FPN
@@ -87,7 +88,7 @@ class PointRendSegmenter(nn.Module):
 
     `upsample_coarse_first` (SEED_NOTES.md trick 2): when the coarse logits are smaller
     than the first fine map, first resize them to it (bilinear); point features and the
-    subdivision then start from that map.
+    subdivision then start from that map, with correspondingly fewer steps (same output size).
     """
 
     net: nn.Module
@@ -145,6 +146,12 @@ class PointRendSegmenter(nn.Module):
                                                   point_sample(start, coords))
         return out
 
+    def _steps_from(self, coarse, start) -> int:
+        """Subdivision steps from `start`: when it was already upsampled by 2^u, u fewer, so
+        the output has the resolution `subdivision_steps` gives without the trick."""
+        upsampled = max(0, int(np.log2(start.shape[1] // coarse.shape[1])))
+        return max(0, self.subdivision_steps - upsampled)
+
     def predict(self, images: Array) -> Mapping[str, Any]:
         coarse, start, fine = self._forward(images, train=False)
         size = images.shape[1:3]
@@ -154,7 +161,7 @@ class PointRendSegmenter(nn.Module):
             return out
         refined, points = subdivision_inference(
             start, fine, lambda f, c: self.point_head(f, c).astype(jnp.float32),
-            num_steps=self.subdivision_steps, num_points=self.subdivision_num_points,
+            num_steps=self._steps_from(coarse, start), num_points=self.subdivision_num_points,
             return_points=True)
         out["logits"] = resize_bilinear(refined, size)
         out["points"] = points

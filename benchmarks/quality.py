@@ -1,0 +1,72 @@
+"""Segmentation quality on the synthetic multi-class set at equal steps:
+coarse head only, PointRend, PointRend + ELU point head, PointRend + upsample-coarse-first
+(the two practitioner tricks of SEED_NOTES.md).
+
+    python benchmarks/quality.py [--steps 1500] [--workdir runs/quality]
+
+Each variant trains `configs/synthetic_multiclass.py` (same seed, same data, same schedule)
+for `--steps` steps and is evaluated on the 128 val images; the table gives mIoU and
+boundary IoU of the final prediction (PointRend's, or the coarse head's for "coarse only").
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+VARIANTS = {
+    "coarse only": {"pointrend.enabled": False},
+    "PointRend": {},
+    "PointRend + ELU": {"pointrend.activation": "elu"},
+    "PointRend + upsample-first": {"pointrend.upsample_coarse_first": True},
+}
+
+
+def load_config():
+    spec = importlib.util.spec_from_file_location(
+        "synthetic_multiclass", os.path.join(ROOT, "configs", "synthetic_multiclass.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "quality"))
+    args = parser.parse_args()
+
+    from eval import evaluate  # noqa: E402 (the repo's entry points, used as a library)
+    from train import train_and_evaluate  # noqa: E402
+
+    rows = []
+    for name, overrides in VARIANTS.items():
+        config = load_config()
+        config.train.num_steps = args.steps
+        config.train.image_summary_every = 0
+        for key, value in overrides.items():
+            section, field = key.split(".")
+            config[section][field] = value
+        workdir = os.path.join(args.workdir, name.replace(" ", "_").replace("+", "plus"))
+        start = time.perf_counter()
+        train_and_evaluate(config, workdir)
+        minutes = (time.perf_counter() - start) / 60
+        results = evaluate(config, workdir)
+        final = results["pointrend"] or results["coarse"]
+        rows.append((name, final["miou"], final["boundary_iou"], results["coarse"]["miou"],
+                     results["coarse"]["boundary_iou"], minutes))
+    print(f"synthetic multiclass, {args.steps} steps x 16 images, 128 val images")
+    print("| variant | mIoU | boundary IoU | its coarse head: mIoU | boundary IoU | train min |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, miou, biou, cmiou, cbiou, minutes in rows:
+        print(f"| {name} | {100 * miou:.2f} | {100 * biou:.2f} | {100 * cmiou:.2f} | "
+              f"{100 * cbiou:.2f} | {minutes:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
