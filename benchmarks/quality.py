@@ -14,7 +14,6 @@ import argparse
 import importlib.util
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -41,8 +40,8 @@ def main():
     parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "quality"))
     args = parser.parse_args()
 
-    from eval import evaluate  # noqa: E402 (the repo's entry points, used as a library)
-    from train import train_and_evaluate  # noqa: E402
+    from pointrend_jax.evaluation import evaluate
+    from pointrend_jax.training import train  # noqa: E402
 
     rows = []
     for name, overrides in VARIANTS.items():
@@ -53,19 +52,17 @@ def main():
             section, field = key.split(".")
             config[section][field] = value
         workdir = os.path.join(args.workdir, name.replace(" ", "_").replace("+", "plus"))
-        start = time.perf_counter()
-        train_and_evaluate(config, workdir)
-        minutes = (time.perf_counter() - start) / 60
+        train(config, workdir)
         results = evaluate(config, workdir)
         final = results["pointrend"] or results["coarse"]
         rows.append((name, final["miou"], final["boundary_iou"], results["coarse"]["miou"],
-                     results["coarse"]["boundary_iou"], minutes))
+                     results["coarse"]["boundary_iou"]))
     print(f"synthetic multiclass, {args.steps} steps x 16 images, 128 val images")
-    print("| variant | mIoU | boundary IoU | its coarse head: mIoU | boundary IoU | train min |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, miou, biou, cmiou, cbiou, minutes in rows:
+    print("| variant | mIoU | boundary IoU | its coarse head: mIoU | boundary IoU |")
+    print("|---|---:|---:|---:|---:|")
+    for name, miou, biou, cmiou, cbiou in rows:
         print(f"| {name} | {100 * miou:.2f} | {100 * biou:.2f} | {100 * cmiou:.2f} | "
-              f"{100 * cbiou:.2f} | {minutes:.1f} |")
+              f"{100 * cbiou:.2f} |")
 
 
 if __name__ == "__main__":

@@ -102,13 +102,13 @@ def test_eval_writes_metrics_examples_and_predictions(trained_run, tfds_dir):
 
 
 def test_same_seed_gives_same_losses_and_other_seed_differs(tmp_path, tfds_dir):
-    from train import train_and_evaluate
+    from pointrend_jax.training import train
 
     config = runlocal_config(tfds_dir)
     runs = []
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         config.seed = seed
-        train_and_evaluate(config, str(tmp_path / name))
+        train(config, str(tmp_path / name))
         runs.append([l["loss"] for l in read_jsonl(tmp_path / name / "metrics.jsonl")])
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
