@@ -4,7 +4,8 @@ What it aims at (Cityscapes val mIoU, single scale, 1024x2048): the paper (Kiril
 2020) reports DeepLabV3 77.2 -> 78.4 with PointRend. As we read its table, that row is
 DeepLabV3 at output stride 16 (coarse 64x128; at output stride 8 the plain model gets 77.8);
 this config follows issue 5 and uses output stride 8. For the paper's row:
---config.model.backbone.output_stride=16 --config.pointrend.subdivision_steps=4.
+--config.model.backbone.output_stride=16 --config.model.aspp_dilations='(6, 12, 18)'
+--config.pointrend.subdivision_steps=4.
 NOTHING has been trained with this config in this repository (no Cityscapes data and no GPU
 here): these are targets, not results.
 
@@ -12,10 +13,9 @@ Recipe: the data, augmentation and schedule of detectron2's PointRend Cityscapes
 (see cityscapes_semfpn_r101.py: batch 32 of 512x1024 crops, short side 512..2048, SSD
 colour, SGD 0.01 with steps at 40k/55k of 65k, 1000 warm-up iterations), with a DeepLabV3
 head: ASPP (256 channels, BatchNorm with batch statistics over the global batch, i.e.
-SyncBN, dropout 0.1) on res5 of a dilated ResNet-101 (frozen BN, MSRA weights). Known
-differences: the ASPP dilations are fixed at (6, 12, 18) in this code base (there is no key
-for them; DeepLabV3 doubles them at output stride 8); detectron2 freezes the stem and res2;
-detectron2's own DeepLabV3 project uses a deep-stem "R-103" and a poly schedule.
+SyncBN, dropout 0.1) on res5 of a dilated ResNet-101 (frozen BN, MSRA weights). ASPP
+dilations (12, 24, 36), DeepLabV3's rates doubled for output stride 8. The stem and res2
+stay fixed (FREEZE_AT=2). Known difference: detectron2's own DeepLabV3 project uses a deep-stem "R-103" and a poly schedule.
 
 PointRend reads res2 (stride 4) as fine features; coarse logits at stride 8 (128x256 for a
 1024x2048 image); inference: 3 subdivision steps of 8192 points, 128x256 -> 1024x2048.
@@ -60,7 +60,9 @@ def get_config(arg: str = ""):
     c.model.backbone.width = 64
     c.model.backbone.norm = "frozen_bn"
     c.model.backbone.output_stride = 8
+    c.model.aspp_dilations = (12, 24, 36)  # DeepLabV3's rates doubled at output stride 8
     c.model.backbone.stride_in_1x1 = True  # MSRA / caffe2 weights
+    c.model.backbone.freeze_at = 2  # stem and res2 stay fixed, as detectron2's FREEZE_AT=2
     c.model.pixel_mean = DETECTRON2_PIXEL_MEAN
     c.model.pixel_std = DETECTRON2_PIXEL_STD
     c.model.head_channels = 256  # ASPP channels

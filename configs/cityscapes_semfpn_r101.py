@@ -7,9 +7,9 @@ What it aims at (Cityscapes val mIoU, single scale, 1024x2048):
   - for scale: mmsegmentation's PointRend R-50 (another recipe: 80k iterations of batch 8)
     reports 76.47, its R-101 78.30.
 NOTHING has been trained with this config in this repository (no Cityscapes data and no GPU
-here): these are targets, not results. Known differences from detectron2: its backbone
-freezes the stem and res2 (FREEZE_AT=2; here every conv trains, there is no key for it),
-and its weight decay also applies to biases (here: kernels only).
+here): these are targets, not results. The stem and res2 stay fixed
+(detectron2's FREEZE_AT=2). Known difference from detectron2: its weight decay also applies
+to biases (here: kernels only).
 
 Hardware: detectron2 trained it on 8 V100 GPUs, 4 images of 512x1024 each (batch 32),
 fp32; plan for 8 GPUs (or TPU cores) holding that batch, or lower train.batch_size and
@@ -67,6 +67,7 @@ def get_config(arg: str = ""):
     c.model.backbone.norm = "frozen_bn"
     c.model.backbone.output_stride = 32
     c.model.backbone.stride_in_1x1 = True  # MSRA / caffe2 weights
+    c.model.backbone.freeze_at = 2  # stem and res2 stay fixed, as detectron2's FREEZE_AT=2
     c.model.pixel_mean = DETECTRON2_PIXEL_MEAN  # RGB order, 0..255 pixels, std 1
     c.model.pixel_std = DETECTRON2_PIXEL_STD
     c.model.fpn_channels = 256

@@ -13,9 +13,9 @@ What it aims at (VOC 2012 val mIoU, single scale): mmsegmentation reports roughl
 for plain DeepLabV3 R-50-D8 on VOC 2012 + aug (20k-40k iterations); no published PointRend
 result on VOC is known to us. NOTHING has been trained with this config in this repository
 (no VOC data and no GPU here). Known differences from mmsegmentation: ResNetV1c (deep
-stem) with trainable SyncBN there, MSRA R-50 with frozen BN here; ASPP dilations fixed at
-(6, 12, 18) here (12, 24, 36 there, at output stride 8; no key for them yet); its test
-resizes images to short side 512, this eval runs at each image's own size.
+stem) with trainable SyncBN there, MSRA R-50 with frozen BN here (ASPP dilations 12, 24, 36
+at output stride 8 in both); its test resizes images to short side 512, this eval runs at
+each image's own size.
 
 Hardware: mmsegmentation trained it on 4 GPUs x 4 crops of 512x512. Training time not
 measured here.
@@ -56,6 +56,7 @@ def get_config(arg: str = ""):
     c.model.backbone.width = 64
     c.model.backbone.norm = "frozen_bn"
     c.model.backbone.output_stride = 8
+    c.model.aspp_dilations = (12, 24, 36)  # DeepLabV3's rates doubled at output stride 8
     c.model.backbone.stride_in_1x1 = True  # MSRA / caffe2 weights
     c.model.pixel_mean = DETECTRON2_PIXEL_MEAN
     c.model.pixel_std = DETECTRON2_PIXEL_STD

@@ -48,12 +48,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.backbone.norm = "frozen_bn"  # "frozen_bn" (detectron2) | "bn" | "gn"
     c.model.backbone.output_stride = 32  # 32 | 16 | 8 (dilated res4/res5)
     c.model.backbone.stride_in_1x1 = False  # True for MSRA/caffe2 weights
+    c.model.backbone.freeze_at = 0  # 1: stem fixed, 2: stem and res2 fixed (detectron2: 2)
     # Converted ImageNet weights (python -m pointrend_jax.convert SRC DST): DST, or None.
     c.model.backbone.pretrained = config_dict.placeholder(str)
     c.model.fpn_channels = 256
     c.model.head_channels = 128  # SemanticFPN conv_dims / ASPP channels
     c.model.head_norm = "gn"
     c.model.dropout = 0.1  # DeepLabV3 only
+    c.model.aspp_dilations = (6, 12, 18)  # DeepLabV3 only; (12, 24, 36) at output stride 8
     c.model.pixel_mean = IMAGENET_MEAN  # RGB, on 0..255 pixels
     c.model.pixel_std = IMAGENET_STD
     c.model.dtype = "float32"  # compute dtype: "float32" | "bfloat16" (params stay float32)

@@ -129,7 +129,31 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(opt_cfg, num_steps: int) -> Tuple[optax.GradientTransformation, optax.Schedule]:
+# backbone.freeze_at -> the backbone submodules that stay fixed (detectron2's FREEZE_AT).
+_FROZEN = {0: (), 1: ("conv1", "bn1"), 2: ("conv1", "bn1", "layer1_")}
+
+
+def _frozen_labels(params, freeze_at: int):
+    """"frozen" for the stem (and res2 with freeze_at=2) of `params["net"]["backbone"]`."""
+    prefixes = _FROZEN[freeze_at]
+
+    def label(path, _):
+        names = [str(getattr(k, "key", k)) for k in path]
+        frozen = (len(names) > 2 and names[:2] == ["net", "backbone"]
+                  and any(names[2] == p or (p.endswith("_") and names[2].startswith(p))
+                          for p in prefixes))
+        return "frozen" if frozen else "trained"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def make_optimizer(opt_cfg, num_steps: int, freeze_at: int = 0
+                   ) -> Tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optimizer a config describes, and its learning-rate schedule. `freeze_at` 1 keeps
+    the backbone's stem fixed, 2 the stem and res2 (detectron2's default for its recipes)."""
+    if freeze_at not in _FROZEN:
+        raise ValueError(f"--config.model.backbone.freeze_at={freeze_at} is not one of "
+                         f"{sorted(_FROZEN)}")
     schedule = learning_rate_schedule(opt_cfg, num_steps)
     parts = []
     if opt_cfg.clip_grad_norm is not None:
@@ -143,7 +167,11 @@ def make_optimizer(opt_cfg, num_steps: int) -> Tuple[optax.GradientTransformatio
                                  weight_decay=opt_cfg.weight_decay, mask=_decay_mask))
     else:
         raise ValueError(f"--config.optimizer.name={opt_cfg.name!r} is not one of ['sgd', 'adamw']")
-    return optax.chain(*parts), schedule
+    tx = optax.chain(*parts)
+    if freeze_at:
+        tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()},
+                                   lambda params: _frozen_labels(params, freeze_at))
+    return tx, schedule
 
 
 def create_train_state(model, tx, rng: jax.Array, image_shape, mesh: Mesh, mesh_cfg) -> TrainState:

@@ -43,7 +43,8 @@ def train(config, workdir: str) -> dict:
                          f"by the {jax.device_count()} devices")
     data = build_datasets(config.data)
     model = build_model(config.model, config.pointrend, data.num_classes)
-    tx, schedule = train_lib.make_optimizer(config.optimizer, config.train.num_steps)
+    tx, schedule = train_lib.make_optimizer(config.optimizer, config.train.num_steps,
+                                           config.model.backbone.freeze_at)
 
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
     state = train_lib.create_train_state(model, tx, init_rng, tuple(config.augment.crop_size),

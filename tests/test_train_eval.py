@@ -243,3 +243,25 @@ def test_upsample_coarse_first_starts_at_the_fine_scale_with_fewer_steps(np_rng)
     assert [p.shape[1] for p in out[False]["points"]] == [64, 128, 128, 128]
     assert [p.shape[1] for p in out[True]["points"]] == [128, 128]
     assert out[True]["logits"].shape == out[False]["logits"].shape == (1, 64, 64, 3)
+
+
+def test_freeze_at_keeps_stem_and_res2_fixed(tfds_dir, np_rng):
+    config = runlocal_config(tfds_dir)
+    model = build_model(config.model, config.pointrend, 5)
+    tx, schedule = train_lib.make_optimizer(config.optimizer, 10, freeze_at=2)
+    mesh = train_lib.make_mesh(config.mesh)
+    state = train_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh, config.mesh)
+    before = jax.device_get(state.params["net"]["backbone"])
+    step = train_lib.jit_train_step(train_lib.make_train_step(model, tx, schedule, config.loss),
+                                    state, mesh)
+    batch = {"image": np_rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
+             "label": np_rng.integers(0, 5, (4, 64, 64), dtype=np.uint8)}
+    for _ in range(3):
+        state, _ = step(state, train_lib.global_batch(batch, mesh), jax.random.key(1))
+    after = jax.device_get(state.params["net"]["backbone"])
+    for name in ("conv1", "bn1", "layer1_0", "layer1_1"):
+        for a, b in zip(jax.tree.leaves(before[name]), jax.tree.leaves(after[name])):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(before["layer2_0"]["conv1"]["kernel"], after["layer2_0"]["conv1"]["kernel"])
+    with pytest.raises(ValueError, match="freeze_at=3 is not one of"):
+        train_lib.make_optimizer(config.optimizer, 10, freeze_at=3)

@@ -49,6 +49,7 @@ class SemanticSegmentationNet(nn.Module):
     head_channels: int = 128
     head_norm: str = "gn"
     dropout: float = 0.1
+    aspp_dilations: Sequence[int] = (6, 12, 18)
     pixel_mean: Sequence[float] = IMAGENET_MEAN
     pixel_std: Sequence[float] = IMAGENET_STD
     dtype: Any = jnp.float32
@@ -71,7 +72,8 @@ class SemanticSegmentationNet(nn.Module):
                                      name="sem_seg_head")(pyramid)
         else:
             logits = DeepLabV3Head(self.num_classes, conv_dims=self.head_channels,
-                                   norm=self.head_norm, dropout=self.dropout, dtype=self.dtype,
+                                   dilations=tuple(self.aspp_dilations), norm=self.head_norm,
+                                   dropout=self.dropout, dtype=self.dtype,
                                    name="sem_seg_head")(features, train)
         return features, logits
 
@@ -187,7 +189,8 @@ def build_model(model_cfg, pointrend_cfg, num_classes: int) -> PointRendSegmente
         width=backbone.width, backbone_norm=backbone.norm, output_stride=backbone.output_stride,
         stride_in_1x1=backbone.stride_in_1x1, fpn_channels=model_cfg.fpn_channels,
         head_channels=model_cfg.head_channels, head_norm=model_cfg.head_norm,
-        dropout=model_cfg.dropout, pixel_mean=tuple(model_cfg.pixel_mean),
+        dropout=model_cfg.dropout, aspp_dilations=tuple(model_cfg.aspp_dilations),
+        pixel_mean=tuple(model_cfg.pixel_mean),
         pixel_std=tuple(model_cfg.pixel_std), dtype=dtype)
     p = pointrend_cfg
     return PointRendSegmenter(
