@@ -28,6 +28,7 @@ _DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "u8": 1, "s8"
 def collective_bytes(hlo_text: str) -> int:
     """Bytes produced by collective ops in an HLO module (per device)."""
     total = 0
+    hlo_text = re.sub(r"/\*.*?\*/", "", hlo_text)  # tuple shapes carry /*index=N*/ comments
     pattern = re.compile(r"=\s*(\(?[^=]*?\)?)\s+(" + "|".join(COLLECTIVES) + r")(-start)?\(")
     for match in pattern.finditer(hlo_text):
         for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", match.group(1)):
