@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from pointrend_jax import visualize
 from pointrend_jax.predictor import make_predict_fn, predict_padded
@@ -42,12 +43,18 @@ class MetricWriter:
             self._tb.add_scalar(f"train/{key}", value, step)
 
     def write_examples(self, step: int, model, state, val_source) -> None:
-        """TensorBoard images `image | ground truth | coarse | PointRend` of a few val images."""
+        """TensorBoard images `image | ground truth | coarse | PointRend` of a few val images.
+
+        Every process must call it: the parameters may be sharded across processes, so all of
+        them take part in gathering a host copy; process 0 then predicts and writes alone."""
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        if jax.process_count() > 1:
+            variables = multihost_utils.process_allgather(variables, tiled=True)
         if not self.enabled:
             return
         if self._predict is None:
             self._predict = make_predict_fn(model)
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        variables = jax.device_put(variables, jax.local_devices()[0])
         for i in range(min(self.num_examples, len(val_source))):
             example = val_source[i]
             out = predict_padded(self._predict, variables, example["image"][None],

@@ -46,12 +46,6 @@ def make_mesh(mesh_cfg) -> Mesh:
     if fsdp < 1 or count % fsdp:
         raise ValueError(f"--config.mesh.fsdp={mesh_cfg.fsdp} must divide the {count} devices "
                          "(or be -1 for all of them)")
-    if fsdp > 1 and jax.process_count() > 1:
-        # Parameters sharded across processes hang in the second checkpoint save on CPU
-        # (gloo); until that is understood such runs are refused rather than left to hang.
-        raise ValueError(f"--config.mesh.fsdp={mesh_cfg.fsdp} with {jax.process_count()} "
-                         "processes is not supported yet; use --config.mesh.fsdp=1 (data "
-                         "parallel) for multi-process runs")
     auto = jax.sharding.AxisType.Auto
     return jax.make_mesh((count // fsdp, fsdp), BATCH_AXES, axis_types=(auto, auto))
 
