@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import time
 import jax
 import numpy as np
 
+from machine_info import describe
 from pointrend_jax import export as export_lib
 from pointrend_jax.models.pointrend import build_model, init_variables
 from pointrend_jax.predictor import Predictor, read_run, restore_variables
@@ -63,18 +63,6 @@ def interleaved_medians(fns, repeats):
             fn()
             t.append((time.perf_counter() - start) * 1e3)
     return [statistics.median(t) for t in times]
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    dev = jax.devices()[0]
-    return (f"{dev.platform.upper()} {dev.device_kind}; host {cpu}, {os.cpu_count()} cores; "
-            f"jax {jax.__version__}")
 
 
 def main():
@@ -143,7 +131,7 @@ def main():
     tmp.cleanup()
 
     p = config.pointrend
-    print(f"Machine: {machine()}" + (f", TensorFlow {tf.__version__}" if args.saved_model else ""))
+    print(f"Machine: {describe()}" + (f", TensorFlow {tf.__version__}" if args.saved_model else ""))
     print(f"Model: {args.workdir or os.path.relpath(args.config, ROOT)}: ResNet-"
           f"{config.model.backbone.depth} width {config.model.backbone.width}, "
           f"{config.model.head} head, subdivision {p.subdivision_steps} x "

@@ -16,8 +16,6 @@ Rows (time ratio: lower is better):
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from machine_info import describe
 from pointrend_jax import PointHead, point_sample, subdivision_inference
 
 torch.set_num_threads(2)
@@ -168,18 +167,6 @@ def bench_subdivision(rng, coarse_hw, fine_hw, channels, k, steps, num_points, r
     ]
 
 
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    dev = jax.devices()[0]
-    return (f"{dev.platform.upper()} {dev.device_kind}; host {cpu}, {os.cpu_count()} cores; "
-            f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=10)
@@ -190,7 +177,7 @@ def main():
     rows = bench_point_sample(rng, (2, 128 // d, 256 // d, 256 // d), 8192 // d, args.repeats)
     rows += bench_subdivision(rng, (128 // d, 256 // d), (256 // d, 512 // d), 256 // d, 19, 2,
                               8192 // d, args.repeats)
-    print(f"Machine: {machine()}")
+    print(f"Machine: {describe(f'torch {torch.__version__} ({torch.get_num_threads()} threads)')}")
     print("| op | JAX ms | reference | reference ms | ratio | JAX compile ms | XLA temp MiB |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for name, ours, ref, ref_name, comp, temp in rows:
