@@ -17,6 +17,17 @@ set named by ``config.data.name``:
              ``data_dir`` where the prepared data goes (None = tfds default), ``variant``
              one of the module's ``VARIANTS`` ("fine"; "scene_parsing"; "voc2012" or
              "voc2012_aug"). ``num_train``/``num_val`` do not apply.
+
+Instance segmentation data sets (``INSTANCE_DATASETS``) yield instead ``{"image": uint8
+(H, W, 3), "boxes": float32 (M, 4) xyxy, "classes": int32 (M,), "masks": uint8 (M, H, W),
+"image_id": int, "stem": str}`` (``coco.CocoSource``); their classes have no background:
+
+  synthetic_instances
+             SyntheticInstances, drawn by the project and written once in COCO format
+             (``synthetic_instances.py``): ``data_dir`` (None = tfds default folder),
+             optional ``num_train``, ``num_val``, ``image_size``, ``seed``, ``num_classes``.
+  coco       any COCO-format instances json (COCO 2017, labelling tools' exports):
+             ``train_images``, ``train_json``, ``val_images``, ``val_json``.
 """
 from __future__ import annotations
 
@@ -28,7 +39,8 @@ from pointrend_jax.data.folder import (DataError, FolderSource, resolve_class_na
                                        validate_folder)
 
 DOWNLOADED_DATASETS = ("cityscapes", "ade20k", "voc")  # module names under pointrend_jax.data
-DATASET_NAMES = ("synthetic", "folder", *DOWNLOADED_DATASETS)
+INSTANCE_DATASETS = ("synthetic_instances", "coco")  # instance segmentation (boxes, masks)
+DATASET_NAMES = ("synthetic", "folder", *DOWNLOADED_DATASETS, *INSTANCE_DATASETS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +98,34 @@ def build_datasets(data_cfg: Any) -> DatasetSpec:
         names = list(module.CLASS_NAMES)
         _check_num_classes(_get(data_cfg, "num_classes"), names, f"{name} {variant}")
         return DatasetSpec(len(names), names, sources["train"], sources["val"])
+    if name == "synthetic_instances":
+        from pointrend_jax.data import synthetic_instances
+
+        defaults = {"num_train": synthetic_instances.DEFAULT_NUM_TRAIN, "num_val": synthetic_instances.DEFAULT_NUM_VAL,
+                    "image_size": synthetic_instances.DEFAULT_IMAGE_SIZE, "seed": synthetic_instances.DEFAULT_SEED}
+        values = {key: default if _get(data_cfg, key) is None else _get(data_cfg, key)
+                  for key, default in defaults.items()}
+        names = list(synthetic_instances.CLASS_NAMES)
+        _check_num_classes(_get(data_cfg, "num_classes"), names, "synthetic_instances")
+        sources = synthetic_instances.load_synthetic_instances(_get(data_cfg, "data_dir"), **values)
+        return DatasetSpec(len(names), names, sources["train"], sources["val"])
+    if name == "coco":
+        from pointrend_jax.data.coco import CocoSource
+
+        paths = {key: _get(data_cfg, key) for key in ("train_images", "train_json", "val_images", "val_json")}
+        absent = [key for key, value in paths.items() if not value]
+        if absent:
+            raise ValueError(f"data set 'coco' needs {', '.join('--config.data.' + k for k in absent)}: "
+                             f"the images folder and the COCO-format instances json of each split.")
+        train = CocoSource(paths["train_images"], paths["train_json"], split_name="train")
+        val = CocoSource(paths["val_images"], paths["val_json"], split_name="val")
+        names = train.class_names
+        if val.category_ids != train.category_ids or val.class_names != names:
+            raise DataError(f"{paths['val_json']} lists other categories than {paths['train_json']}: "
+                            f"{list(zip(val.category_ids, val.class_names))} vs "
+                            f"{list(zip(train.category_ids, names))}; both splits need the same.")
+        _check_num_classes(_get(data_cfg, "num_classes"), names, f"coco {paths['train_json']}")
+        return DatasetSpec(len(names), names, train, val)
     raise ValueError(f"--config.data.name={name!r} is not a known data set; choose one of {list(DATASET_NAMES)}.")
 
 
@@ -95,5 +135,5 @@ def _check_num_classes(num_classes: int | None, names: Sequence[str], what: str)
                          f"classes ({', '.join(names)}); leave it unset or set it to {len(names)}.")
 
 
-__all__ = ["DATASET_NAMES", "DOWNLOADED_DATASETS", "DataError", "DatasetSpec", "FolderSource", "build_datasets",
+__all__ = ["DATASET_NAMES", "DOWNLOADED_DATASETS", "INSTANCE_DATASETS", "DataError", "DatasetSpec", "FolderSource", "build_datasets",
            "resolve_class_names", "validate_folder"]

@@ -43,7 +43,7 @@ def _check_process(process_index: int, process_count: int) -> None:
 def train_iterator(source, *, global_batch_size: int, seed: int, process_index: int = 0,
                    process_count: int = 1, augment_cfg: Any, start_batch: int = 0,
                    num_threads: int = 2, prefetch_batches: int = 2,
-                   num_workers: int = 0) -> grain.DatasetIterator:
+                   num_workers: int = 0, transform=None) -> grain.DatasetIterator:
     """Endless iterator of local batches {"image": uint8 (B/P, h, w, 3), "label": uint8 (B/P, h, w)}.
 
     Args:
@@ -56,6 +56,9 @@ def train_iterator(source, *, global_batch_size: int, seed: int, process_index: 
       start_batch: the first global batch to produce (the batches already consumed).
       num_threads, prefetch_batches: threads and buffer that prepare batches ahead.
       num_workers: > 0 moves the work into that many worker processes (still deterministic).
+      transform: a picklable callable ``(example, rng) -> dict of arrays`` that replaces the
+        semantic augmentation (e.g. ``instance_augment.InstanceAugment``); augment_cfg may
+        then be None. Batches then hold its keys, each with a leading B/P axis.
 
     Returns:
       A grain ``DatasetIterator``: ``next(it)``, ``it.get_state()``, ``it.set_state(state)``.
@@ -69,7 +72,8 @@ def train_iterator(source, *, global_batch_size: int, seed: int, process_index: 
     if start_batch < 0:
         raise ValueError(f"start_batch must be >= 0, got {start_batch}")
     local_batch_size = global_batch_size // process_count
-    cfg = AugmentConfig.from_config(augment_cfg)
+    if transform is None:
+        transform = _Augment(AugmentConfig.from_config(augment_cfg))
 
     # shuffle() folds the epoch into its seed, so repeat() gives a new order every epoch;
     # random_map seeds each element's generator from the seed and its index in the endless
@@ -80,7 +84,7 @@ def train_iterator(source, *, global_batch_size: int, seed: int, process_index: 
           .seed(int(seed))
           .shuffle()
           .repeat(None)
-          .random_map(_Augment(cfg))
+          .random_map(transform)
           .batch(local_batch_size, drop_remainder=True))
     ds = ds[process_index::process_count][start_batch:]
     read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_batches)

@@ -1,0 +1,314 @@
+"""Instance segmentation transforms in NumPy/PIL with static output shapes.
+
+Training (``augment_instances``, or ``InstanceAugment(cfg)`` as grain's random_map): resize
+(a shortest-edge length drawn from ``short_side`` as detectron2's ResizeShortestEdge
+"choice", capped by ``max_size``; or, with ``short_side`` empty, a random factor in
+[min_scale, max_scale]), a random ``crop_size`` window when the resized image is larger,
+a horizontal flip (p = 0.5), then zeros padded at the bottom/right up to ``crop_size``.
+Instance arrays are padded (or, keeping the largest masks, truncated) to ``max_instances``
+with ``valid`` marking the real ones, so every example has the same shapes and batches
+stack.
+
+Masks are resized as float (bilinear, PIL's antialiasing when shrinking) and thresholded
+at 0.5; the image bilinearly. An instance whose mask is empty after resizing or cropping
+is dropped. Boxes follow the json box (scaled, shifted, flipped) unless the crop cuts the
+instance: then the box is the tight box of the cropped mask, as detectron2's
+``recompute_boxes`` does. A resized box and the tight box of its resized mask agree within
+about a pixel; parts thinner than a pixel after shrinking (a sharp tip) can vanish from the
+mask while the box still covers them, as when detectron2 rasterises a scaled polygon.
+
+Evaluation (``prepare_eval_instances``): resize to ``test_short_side`` (None = original
+size), pad to a multiple of ``size_divisor``, and report ``scale`` so predictions map back
+to the original image.
+
+Deterministic given a ``np.random.Generator`` (grain seeds one per element).
+
+Shapes: H, W input size; h, w = crop_size; M = max_instances.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image
+
+from pointrend_jax.data.augment import shortest_edge_size
+
+# How many instances were cut by the max_instances truncation in this process.
+truncation_stats = {"examples": 0, "instances": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceAugmentConfig:
+    """Instance segmentation transform settings (the keys of ``config.augment``).
+
+    crop_size: (h, w) canvas every training example is cropped/padded to.
+    short_side: shortest-edge lengths to draw from (uniformly); empty = use min/max_scale.
+    max_size: cap on the longer side after resizing (None = no cap).
+    min_scale, max_scale: with short_side empty, a factor of the original size drawn uniformly.
+    flip: horizontal flip with probability 0.5.
+    max_instances: M, instance arrays padded/truncated to this many.
+    test_short_side: evaluation short side (None = keep the original size).
+    """
+
+    crop_size: tuple[int, int]
+    short_side: tuple[int, ...] = ()
+    max_size: int | None = None
+    min_scale: float = 1.0
+    max_scale: float = 1.0
+    flip: bool = True
+    max_instances: int = 100
+    test_short_side: int | None = None
+
+    def __post_init__(self):
+        crop = tuple(int(v) for v in self.crop_size)
+        if len(crop) != 2 or min(crop) < 1:
+            raise ValueError(f"augment crop_size must be (h, w) with positive sizes, got {self.crop_size!r}.")
+        object.__setattr__(self, "crop_size", crop)
+        short_side = tuple(int(v) for v in self.short_side)
+        if any(v < 1 for v in short_side):
+            raise ValueError(f"augment short_side must list positive lengths, got {self.short_side!r}.")
+        object.__setattr__(self, "short_side", short_side)
+        if not 0 < self.min_scale <= self.max_scale:
+            raise ValueError(f"augment needs 0 < min_scale <= max_scale, got "
+                             f"min_scale={self.min_scale}, max_scale={self.max_scale}.")
+        for name in ("max_size", "test_short_side"):
+            value = getattr(self, name)
+            if value is not None:
+                if int(value) < 1:
+                    raise ValueError(f"augment {name} must be positive or None, got {value}.")
+                object.__setattr__(self, name, int(value))
+        if int(self.max_instances) < 1:
+            raise ValueError(f"augment max_instances must be >= 1, got {self.max_instances}.")
+        object.__setattr__(self, "max_instances", int(self.max_instances))
+        object.__setattr__(self, "flip", bool(self.flip))
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "InstanceAugmentConfig":
+        """From an ml_collections ConfigDict (``config.augment``), a mapping, or an instance."""
+        if isinstance(cfg, cls):
+            return cfg
+        get = cfg.get if isinstance(cfg, Mapping) or hasattr(cfg, "get") else (
+            lambda key, default=None: getattr(cfg, key, default))
+        if get("crop_size", None) is None:
+            raise ValueError("augment config needs crop_size (h, w).")
+        values = {}
+        for field in dataclasses.fields(cls):
+            value = get(field.name, None)
+            if value is not None:
+                values[field.name] = value
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------------------
+# Pieces.
+# --------------------------------------------------------------------------------------
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W, 3) -> (h, w, 3), bilinear."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (M, H, W) 0/1 -> (M, h, w): bilinear on the 0/255 mask, then >= 0.5."""
+    if masks.shape[1:] == tuple(size):
+        return masks
+    out = np.empty((masks.shape[0], *size), np.uint8)
+    for k, mask in enumerate(masks):
+        grey = Image.fromarray(mask * np.uint8(255)).resize((size[1], size[0]), Image.BILINEAR)
+        out[k] = np.asarray(grey) >= 128
+    return out
+
+
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """Tight (x0, y0, x1, y1) pixel-edge boxes of masks (M, H, W); zeros for empty masks."""
+    boxes = np.zeros((masks.shape[0], 4), np.float32)
+    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    for k in range(masks.shape[0]):
+        ys, xs = np.flatnonzero(rows[k]), np.flatnonzero(cols[k])
+        if ys.size:
+            boxes[k] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
+    return boxes
+
+
+def _check_example(example: Mapping[str, Any]):
+    image = np.asarray(example["image"])
+    masks = np.asarray(example["masks"])
+    boxes = np.asarray(example["boxes"], np.float32).reshape(-1, 4)
+    classes = np.asarray(example["classes"], np.int32).reshape(-1)
+    num = boxes.shape[0]
+    if (image.dtype != np.uint8 or image.ndim != 3 or masks.shape != (num, *image.shape[:2])
+            or classes.shape != (num,)):
+        raise ValueError(f"instance transforms expect image uint8 (H, W, 3), masks (M, H, W), boxes "
+                         f"(M, 4), classes (M,); got image {image.dtype} {image.shape}, masks "
+                         f"{masks.shape}, boxes {boxes.shape}, classes {classes.shape}.")
+    return image, masks.astype(np.uint8, copy=False), boxes, classes
+
+
+def _truncate(masks, boxes, classes, max_instances: int):
+    """Keeps the ``max_instances`` largest masks (in their original order)."""
+    num = masks.shape[0]
+    if num <= max_instances:
+        return masks, boxes, classes
+    areas = masks.reshape(num, -1).sum(axis=1, dtype=np.int64)
+    keep = np.sort(np.argsort(-areas, kind="stable")[:max_instances])
+    truncation_stats["examples"] += 1
+    truncation_stats["instances"] += num - max_instances
+    if truncation_stats["examples"] == 1:
+        logging.warning("instance augment: an example has %d instances, more than max_instances=%d; "
+                        "keeping the largest (counted in instance_augment.truncation_stats).",
+                        num, max_instances)
+    return masks[keep], boxes[keep], classes[keep]
+
+
+def _pad_instances(masks, boxes, classes, max_instances: int, canvas: tuple[int, int] | None):
+    """Instance arrays padded to M (and masks to the canvas) with a ``valid`` flag."""
+    num = boxes.shape[0]
+    out = {
+        "boxes": np.zeros((max_instances, 4), np.float32),
+        "classes": np.zeros((max_instances,), np.int32),
+        "valid": np.zeros((max_instances,), bool),
+    }
+    out["boxes"][:num] = boxes
+    out["classes"][:num] = classes
+    out["valid"][:num] = True
+    if canvas is not None:
+        out["masks"] = np.zeros((max_instances, *canvas), np.uint8)
+        out["masks"][:num, :masks.shape[1], :masks.shape[2]] = masks
+    return out
+
+
+def _pad_image(image: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
+    out = np.zeros((*canvas, 3), np.uint8)
+    out[:image.shape[0], :image.shape[1]] = image
+    return out
+
+
+def _scale_boxes(boxes: np.ndarray, sy: float, sx: float) -> np.ndarray:
+    return boxes * np.asarray([sx, sy, sx, sy], np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# Training.
+# --------------------------------------------------------------------------------------
+
+
+def _train_size(height: int, width: int, rng: np.random.Generator, cfg: InstanceAugmentConfig):
+    if cfg.short_side:
+        short = cfg.short_side[int(rng.integers(len(cfg.short_side)))]
+        return shortest_edge_size(height, width, short, cfg.max_size)
+    scale = rng.uniform(cfg.min_scale, cfg.max_scale)
+    if cfg.max_size is not None:
+        scale = min(scale, cfg.max_size / max(height, width))
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+def augment_instances(example: Mapping[str, Any], rng: np.random.Generator,
+                      cfg: InstanceAugmentConfig | Any) -> dict[str, np.ndarray]:
+    """Resize, crop, flip, pad one example to fixed shapes.
+
+    Returns {"image" uint8 (h, w, 3), "boxes" float32 (M, 4) xyxy pixels, "classes" int32
+    (M,), "masks" uint8 (M, h, w), "valid" bool (M,), "image_size" int32 (2,) = (height,
+    width) of the content inside the padded canvas}. Padded rows are zero (class 0, not valid).
+    """
+    cfg = InstanceAugmentConfig.from_config(cfg)
+    image, masks, boxes, classes = _check_example(example)
+    height, width = image.shape[:2]
+    new_h, new_w = _train_size(height, width, rng, cfg)
+    image = resize_image(image, (new_h, new_w))
+    masks = resize_masks(masks, (new_h, new_w))
+    boxes = _scale_boxes(boxes, new_h / height, new_w / width)
+
+    crop_h, crop_w = cfg.crop_size
+    y0 = int(rng.integers(0, new_h - crop_h + 1)) if new_h > crop_h else 0
+    x0 = int(rng.integers(0, new_w - crop_w + 1)) if new_w > crop_w else 0
+    out_h, out_w = min(new_h, crop_h), min(new_w, crop_w)
+    if (out_h, out_w) != (new_h, new_w):
+        image = image[y0:y0 + out_h, x0:x0 + out_w]
+        masks = masks[:, y0:y0 + out_h, x0:x0 + out_w]
+        boxes = boxes - np.asarray([x0, y0, x0, y0], np.float32)
+        cut = ((boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > out_w) | (boxes[:, 3] > out_h))
+        if cut.any():
+            boxes[cut] = mask_boxes(masks[cut])
+    boxes = np.clip(boxes, 0, np.asarray([out_w, out_h, out_w, out_h], np.float32))
+    keep = masks.any(axis=(1, 2))
+    masks, boxes, classes = masks[keep], boxes[keep], classes[keep]
+
+    if rng.random() < 0.5 and cfg.flip:
+        image, masks = image[:, ::-1], masks[:, :, ::-1]
+        boxes = np.stack([out_w - boxes[:, 2], boxes[:, 1], out_w - boxes[:, 0], boxes[:, 3]], axis=1)
+
+    masks, boxes, classes = _truncate(masks, boxes, classes, cfg.max_instances)
+    out = {"image": _pad_image(image, cfg.crop_size)}
+    out.update(_pad_instances(masks, boxes, classes, cfg.max_instances, cfg.crop_size))
+    out["image_size"] = np.asarray([out_h, out_w], np.int32)
+    return out
+
+
+class InstanceAugment:
+    """``augment_instances`` as grain's random_map transform (a class, so it pickles)."""
+
+    def __init__(self, cfg: InstanceAugmentConfig | Any):
+        self.cfg = InstanceAugmentConfig.from_config(cfg)
+
+    def __call__(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return augment_instances(example, rng, self.cfg)
+
+    def __repr__(self) -> str:
+        return f"InstanceAugment({self.cfg!r})"
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation.
+# --------------------------------------------------------------------------------------
+
+
+def eval_size(height: int, width: int, cfg: InstanceAugmentConfig) -> tuple[int, int]:
+    """(h, w) an image of (height, width) is resized to for evaluation."""
+    if cfg.test_short_side is None:
+        return height, width
+    return shortest_edge_size(height, width, cfg.test_short_side, cfg.max_size)
+
+
+def prepare_eval_instances(example: Mapping[str, Any], cfg: InstanceAugmentConfig | Any,
+                           size_divisor: int, *, with_masks: bool = False) -> dict[str, Any]:
+    """Deterministic evaluation input.
+
+    Returns {"image" uint8 (h', w', 3) padded to multiples of ``size_divisor``, "boxes"
+    float32 (M, 4) (scaled json boxes), "classes" int32 (M,), "valid" bool (M,),
+    "image_size" int32 (2,) (resized height, width), "scale" float32 (2,) (y, x factors
+    original -> resized: original = resized / scale)}, plus "masks" uint8 (M, h', w') with
+    ``with_masks``, and "image_id"/"stem" copied from the example when present.
+    """
+    cfg = InstanceAugmentConfig.from_config(cfg)
+    size_divisor = max(int(size_divisor), 1)
+    image = np.asarray(example["image"])
+    height, width = image.shape[:2]
+    new_h, new_w = eval_size(height, width, cfg)
+    canvas = (-(-new_h // size_divisor) * size_divisor, -(-new_w // size_divisor) * size_divisor)
+    out: dict[str, Any] = {"image": _pad_image(resize_image(image, (new_h, new_w)), canvas)}
+    if "boxes" in example:
+        image, masks, boxes, classes = _check_example(example) if with_masks else (
+            image, None, np.asarray(example["boxes"], np.float32).reshape(-1, 4),
+            np.asarray(example["classes"], np.int32).reshape(-1))
+        boxes = _scale_boxes(boxes, new_h / height, new_w / width)
+        if masks is not None:
+            masks = resize_masks(masks, (new_h, new_w))
+        else:  # truncation by area needs masks; by box area otherwise
+            masks = np.zeros((boxes.shape[0], 0, 0), np.uint8)
+        if boxes.shape[0] > cfg.max_instances:
+            order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
+            keep = np.sort(order[:cfg.max_instances])
+            masks, boxes, classes = masks[keep], boxes[keep], classes[keep]
+        out.update(_pad_instances(masks, boxes, classes, cfg.max_instances, canvas if with_masks else None))
+    out["image_size"] = np.asarray([new_h, new_w], np.int32)
+    out["scale"] = np.asarray([new_h / height, new_w / width], np.float32)
+    for key in ("image_id", "stem"):
+        if key in example:
+            out[key] = example[key]
+    return out
