@@ -14,6 +14,7 @@ from pointrend_jax.models.pointrend import COARSE_HEADS, IMAGENET_MEAN, IMAGENET
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    c.task = "semantic"  # "semantic" | "instance" (Mask R-CNN; start from instance_config())
     c.seed = 0  # model init, point sampling, data order and augmentation
 
     c.data = ml_collections.ConfigDict()
@@ -116,6 +117,170 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def instance_config() -> ml_collections.ConfigDict:
+    """Instance segmentation defaults: detectron2's Mask R-CNN R50-FPN with the PointRend mask
+    head (`pointrend_rcnn_R_50_FPN_1x_coco.yaml`): 1x schedule, batch 16, short side
+    640..800 (max 1333) padded to a fixed 1344x1344 canvas (static shapes)."""
+    c = base_config()
+    c.task = "instance"
+    c.data.name = "synthetic_instances"  # "synthetic_instances" | "coco" (COCO-format files)
+    c.data.variant = config_dict.placeholder(str)
+    c.data.image_size = config_dict.placeholder(int)  # synthetic_instances: picture side
+    c.data.train_images = config_dict.placeholder(str)  # coco: image folder of the train json
+    c.data.train_json = config_dict.placeholder(str)  # coco: COCO-format instances json
+    c.data.val_images = config_dict.placeholder(str)
+    c.data.val_json = config_dict.placeholder(str)
+
+    c.augment.crop_size = (1344, 1344)  # the fixed canvas every training image is padded to
+    c.augment.short_side = (640, 672, 704, 736, 768, 800)
+    c.augment.max_size = 1333
+    c.augment.test_short_side = 800  # eval/predict resize (None: original size)
+    c.augment.max_instances = 100  # ground-truth instances per image (more: largest kept)
+    c.augment.color_jitter = 0.0
+
+    c.model.backbone.freeze_at = 2
+    c.model.mask_head = "pointrend"  # "pointrend" | "maskrcnn" (the 4-conv 28x28 baseline)
+    c.model.rpn = ml_collections.ConfigDict()
+    c.model.rpn.anchor_sizes = (32, 64, 128, 256, 512)  # one per level p2..p6
+    c.model.rpn.aspect_ratios = (0.5, 1.0, 2.0)
+    c.model.rpn.pre_nms_topk_train = 2000  # per FPN level
+    c.model.rpn.post_nms_topk_train = 1000  # per image
+    c.model.rpn.pre_nms_topk_test = 1000
+    c.model.rpn.post_nms_topk_test = 1000
+    c.model.rpn.nms_thresh = 0.7
+    c.model.rpn.batch_size_per_image = 256
+    c.model.rpn.positive_fraction = 0.5
+    c.model.rpn.iou_thresholds = (0.3, 0.7)
+    c.model.roi_heads = ml_collections.ConfigDict()
+    c.model.roi_heads.batch_size_per_image = 512
+    c.model.roi_heads.positive_fraction = 0.25
+    c.model.roi_heads.iou_threshold = 0.5
+    c.model.roi_heads.score_thresh_test = 0.05
+    c.model.roi_heads.nms_thresh_test = 0.5
+    c.model.roi_heads.detections_per_image = 100
+    c.model.roi_heads.test_topk_candidates = 2000  # (box, class) pairs entering NMS
+    c.model.roi_heads.box_pooler_side = 7
+    c.model.roi_heads.sampling_ratio = 2  # ROIAlign samples per bin side (fixed: static shapes)
+    c.model.roi_heads.box_fc_dim = 1024
+    c.model.roi_heads.box_num_fc = 2
+    c.model.roi_heads.mask_conv_dim = 256
+    c.model.roi_heads.mask_pooler_side = 14  # maskrcnn head: 14x14 ROIAlign -> 28x28 masks
+    c.model.roi_heads.coarse_mask_features = ("p2",)  # pointrend: coarse head input
+    c.model.roi_heads.coarse_mask_pooler_side = 14
+    c.model.roi_heads.coarse_mask_side = 7
+    c.model.roi_heads.coarse_mask_fc_dim = 1024
+    c.model.roi_heads.coarse_mask_num_fc = 2
+
+    c.pointrend.fine_features = ("p2",)
+    c.pointrend.train_num_points = 14 * 14  # per box
+    c.pointrend.subdivision_steps = 5  # 7 -> 224
+    c.pointrend.subdivision_num_points = 28 * 28
+
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.02
+    c.optimizer.schedule = "steps"
+    c.optimizer.decay_steps = (60000, 80000)
+    c.optimizer.warmup_steps = 1000
+    c.train.batch_size = 16
+    c.train.num_steps = 90000
+    c.train.checkpoint_every = 5000
+    c.train.image_summary_every = 5000
+    c.eval.boundary_ap = True  # also Boundary AP (slower: boundaries of every mask)
+    c.eval.save_predictions = False  # eval/predictions.json in the COCO results format
+    return c
+
+
+def instance_cpu_sized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A Mask R-CNN that trains usefully on the 128x128 synthetic instances on 2 CPU cores:
+    ResNet-18 at width 16 with trainable BN, 64-channel FPN, anchors 8..128 px, proposal and
+    region counts scaled to ~5 objects per picture, heads narrowed; PointRend's masks still
+    go 7 -> 224 in 5 steps of 784 points."""
+    c.data.name = "synthetic_instances"
+    c.augment.crop_size = (128, 128)
+    c.augment.short_side = ()
+    c.augment.min_scale = 0.8
+    c.augment.max_scale = 1.2
+    c.augment.max_size = config_dict.placeholder(int)
+    c.augment.test_short_side = config_dict.placeholder(int)
+    c.augment.max_instances = 16
+    c.model.backbone.depth = 18
+    c.model.backbone.width = 16
+    c.model.backbone.norm = "bn"
+    c.model.backbone.freeze_at = 0
+    c.model.fpn_channels = 64
+    c.model.rpn.anchor_sizes = (8, 16, 32, 64, 128)
+    c.model.rpn.pre_nms_topk_train = 600
+    c.model.rpn.post_nms_topk_train = 300
+    c.model.rpn.pre_nms_topk_test = 300
+    c.model.rpn.post_nms_topk_test = 150
+    c.model.rpn.batch_size_per_image = 128
+    c.model.roi_heads.batch_size_per_image = 128
+    c.model.roi_heads.detections_per_image = 32
+    c.model.roi_heads.test_topk_candidates = 400
+    c.model.roi_heads.box_fc_dim = 256
+    c.model.roi_heads.mask_conv_dim = 64
+    c.model.roi_heads.coarse_mask_fc_dim = 256
+    c.pointrend.fc_dim = 64
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.weight_decay = 1e-4
+    c.optimizer.schedule = "cosine"
+    c.optimizer.warmup_steps = 100
+    c.train.batch_size = 8
+    c.train.num_steps = 2000
+    c.train.log_every = 25
+    c.train.checkpoint_every = 1000
+    c.train.image_summary_every = 1000
+    c.eval.size_divisor = 32
+    return c
+
+
+def instance_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """An instance experiment shrunk to a seconds-long smoke run (tests, CI)."""
+    c.data.num_train = 8
+    c.data.num_val = 4
+    c.data.image_size = 64
+    c.augment.crop_size = (64, 64)
+    c.augment.short_side = ()
+    c.augment.min_scale = 0.8
+    c.augment.max_scale = 1.2
+    c.augment.max_size = config_dict.placeholder(int)
+    c.augment.test_short_side = config_dict.placeholder(int)
+    c.augment.max_instances = 8
+    c.model.backbone.depth = 18
+    c.model.backbone.width = 8
+    c.model.backbone.norm = "bn"
+    c.model.backbone.freeze_at = 0
+    c.model.backbone.pretrained = None
+    c.model.fpn_channels = 16
+    c.model.rpn.anchor_sizes = (8, 16, 32, 64, 128)
+    c.model.rpn.pre_nms_topk_train = 200
+    c.model.rpn.post_nms_topk_train = 100
+    c.model.rpn.pre_nms_topk_test = 200
+    c.model.rpn.post_nms_topk_test = 50
+    c.model.rpn.batch_size_per_image = 64
+    c.model.roi_heads.batch_size_per_image = 32
+    c.model.roi_heads.detections_per_image = 8
+    c.model.roi_heads.test_topk_candidates = 100
+    c.model.roi_heads.box_fc_dim = 32
+    c.model.roi_heads.mask_conv_dim = 16
+    c.model.roi_heads.coarse_mask_fc_dim = 32
+    c.pointrend.fc_dim = 16
+    c.pointrend.subdivision_num_points = 196
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.01
+    c.optimizer.schedule = "constant"
+    c.optimizer.warmup_steps = 2
+    c.train.batch_size = 4
+    c.train.num_steps = 4
+    c.train.log_every = 2
+    c.train.checkpoint_every = 2
+    c.train.image_summary_every = 4
+    c.eval.num_examples = 2
+    c.eval.size_divisor = 32
+    return c
+
+
 def _choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"--config.{name}={value!r} is not one of {list(choices)}")
@@ -123,6 +288,10 @@ def _choice(name, value, choices):
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the `--config.` key of the first inconsistent setting."""
+    _choice("task", config.get("task", "semantic"), ("semantic", "instance"))
+    if config.get("task", "semantic") == "instance":
+        _validate_instance(config)
+        return
     _choice("model.head", config.model.head, COARSE_HEADS)
     _choice("model.dtype", config.model.dtype, ("float32", "bfloat16"))
     _choice("model.backbone.depth", config.model.backbone.depth, (18, 34, 50, 101, 152))
@@ -160,6 +329,63 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"--config.pointrend.train_num_points={config.pointrend.train_num_points} "
                          f"is more than the {crop_h * crop_w} pixels of a "
                          f"{crop_h}x{crop_w} crop (--config.augment.crop_size)")
+
+
+def _validate_instance(config) -> None:
+    from pointrend_jax.data import INSTANCE_DATASETS
+    from pointrend_jax.models.mask_head import MASK_HEADS
+
+    _choice("data.name", config.data.name, INSTANCE_DATASETS)
+    _choice("model.mask_head", config.model.mask_head, MASK_HEADS)
+    _choice("model.dtype", config.model.dtype, ("float32", "bfloat16"))
+    _choice("model.backbone.depth", config.model.backbone.depth, (18, 34, 50, 101, 152))
+    _choice("model.backbone.norm", config.model.backbone.norm, ("frozen_bn", "bn", "gn"))
+    _choice("pointrend.activation", config.pointrend.activation, ("relu", "elu"))
+    _choice("optimizer.name", config.optimizer.name, ("sgd", "adamw"))
+    _choice("optimizer.schedule", config.optimizer.schedule, ("poly", "steps", "cosine", "constant"))
+    rpn, roi = config.model.rpn, config.model.roi_heads
+    positive = {
+        "train.batch_size": config.train.batch_size, "train.num_steps": config.train.num_steps,
+        "train.log_every": config.train.log_every,
+        "train.checkpoint_every": config.train.checkpoint_every,
+        "train.max_nonfinite_steps": config.train.max_nonfinite_steps,
+        "augment.max_instances": config.augment.max_instances,
+        "model.rpn.pre_nms_topk_train": rpn.pre_nms_topk_train,
+        "model.rpn.post_nms_topk_train": rpn.post_nms_topk_train,
+        "model.rpn.pre_nms_topk_test": rpn.pre_nms_topk_test,
+        "model.rpn.post_nms_topk_test": rpn.post_nms_topk_test,
+        "model.rpn.batch_size_per_image": rpn.batch_size_per_image,
+        "model.roi_heads.batch_size_per_image": roi.batch_size_per_image,
+        "model.roi_heads.detections_per_image": roi.detections_per_image,
+        "model.roi_heads.test_topk_candidates": roi.test_topk_candidates,
+        "model.roi_heads.sampling_ratio": roi.sampling_ratio,
+        "pointrend.train_num_points": config.pointrend.train_num_points,
+        "pointrend.subdivision_num_points": config.pointrend.subdivision_num_points,
+        "eval.size_divisor": config.eval.size_divisor,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ValueError(f"--config.{key} must be >= 1; got {value}")
+    if len(rpn.anchor_sizes) != 5:
+        raise ValueError(f"--config.model.rpn.anchor_sizes={tuple(rpn.anchor_sizes)} needs one "
+                         "size per FPN level p2..p6 (5 values)")
+    for key in ("model.rpn.positive_fraction", "model.roi_heads.positive_fraction",
+                "pointrend.importance_sample_ratio"):
+        value = config[key.split(".")[0]]
+        for part in key.split(".")[1:]:
+            value = value[part]
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"--config.{key} must be in [0, 1]; got {value}")
+    if int(roi.batch_size_per_image * roi.positive_fraction) < 1:
+        raise ValueError("--config.model.roi_heads.batch_size_per_image * positive_fraction must "
+                         "allow at least one foreground region")
+    crop_h, crop_w = config.augment.crop_size
+    if crop_h % 32 or crop_w % 32:
+        raise ValueError(f"--config.augment.crop_size={tuple(config.augment.crop_size)} must be "
+                         "multiples of 32 (the backbone's stride)")
+    if config.eval.size_divisor % 32:
+        raise ValueError(f"--config.eval.size_divisor={config.eval.size_divisor} must be a "
+                         "multiple of 32 (the backbone's stride)")
 
 
 def cpu_sized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

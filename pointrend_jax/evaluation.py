@@ -18,6 +18,8 @@ from pointrend_jax import config as config_lib
 from pointrend_jax import metrics, visualize
 from pointrend_jax.data import build_datasets
 from pointrend_jax.data.pipeline import eval_examples, num_eval_examples
+from pointrend_jax.instance_evaluation import evaluate_instances
+from pointrend_jax.models.build import task_of
 from pointrend_jax.models.pointrend import build_model
 from pointrend_jax.predictor import make_predict_fn, predict_padded, restore_variables
 
@@ -34,6 +36,8 @@ def _split_stats(pred, label, num_classes):
 def evaluate(config, workdir: str) -> dict:
     """Runs the evaluation; returns what it writes to eval/metrics.json."""
     config_lib.validate(config)
+    if task_of(config) == "instance":
+        return evaluate_instances(config, workdir)
     data = build_datasets(config.data)
     k = data.num_classes
     model = build_model(config.model, config.pointrend, k)

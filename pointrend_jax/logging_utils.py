@@ -13,6 +13,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from pointrend_jax import visualize
+from pointrend_jax.instance_predictor import make_instance_predict_fn, predict_instances
+from pointrend_jax.models.mask_rcnn import MaskRCNN
 from pointrend_jax.predictor import make_predict_fn, predict_padded
 
 
@@ -52,9 +54,12 @@ class MetricWriter:
             variables = multihost_utils.process_allgather(variables, tiled=True)
         if not self.enabled:
             return
+        variables = jax.device_put(variables, jax.local_devices()[0])
+        if isinstance(model, MaskRCNN):
+            self._write_instance_examples(step, model, variables, val_source)
+            return
         if self._predict is None:
             self._predict = make_predict_fn(model)
-        variables = jax.device_put(variables, jax.local_devices()[0])
         for i in range(min(self.num_examples, len(val_source))):
             example = val_source[i]
             out = predict_padded(self._predict, variables, example["image"][None],
@@ -63,6 +68,26 @@ class MetricWriter:
             refined = np.asarray(out["logits"][0].argmax(-1))
             panels = [example["image"]] + [visualize.colorize(m) for m in
                                            (example["label"], coarse, refined)]
+            self._tb.add_image(f"examples/{i}", np.concatenate(panels, axis=1), step,
+                               dataformats="HWC")
+
+    def _write_instance_examples(self, step, model, variables, val_source) -> None:
+        """`image | ground truth | coarse | PointRend` masks blended over the image."""
+        if self._predict is None:
+            self._predict = make_instance_predict_fn(model)
+        k = model.num_classes
+        for i in range(min(self.num_examples, len(val_source))):
+            example = val_source[i]
+            out = predict_instances(self._predict, variables, example["image"],
+                                    self.config.augment, self.config.eval.size_divisor,
+                                    with_coarse=True)
+            image = example["image"]
+            panels = [image,
+                      visualize.blend_masks(image, example["masks"].astype(bool),
+                                            example["classes"], k),
+                      visualize.blend_masks(image, out.get("coarse_masks", out["masks"]),
+                                            out["classes"], k),
+                      visualize.blend_masks(image, out["masks"], out["classes"], k)]
             self._tb.add_image(f"examples/{i}", np.concatenate(panels, axis=1), step,
                                dataformats="HWC")
 

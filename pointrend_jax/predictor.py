@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from pointrend_jax.checkpointing import Checkpointer, abstract_like
+from pointrend_jax.models.build import build_task_model, task_of
 from pointrend_jax.models.pointrend import build_model, init_variables
 
 
@@ -116,9 +117,14 @@ def restore_variables(workdir: str, model, image_shape, step: Optional[int] = No
     return {"params": state["params"], "batch_stats": state["batch_stats"]}, step
 
 
-def load(workdir: str, step: Optional[int] = None) -> Predictor:
-    """The model trained in `workdir` at checkpoint `step` (None: latest), ready to predict."""
+def load(workdir: str, step: Optional[int] = None):
+    """The model trained in `workdir` at checkpoint `step` (None: latest), ready to predict:
+    a `Predictor` (semantic) or an `instance_predictor.InstancePredictor` (instance runs)."""
     config, class_names = read_run(workdir)
-    model = build_model(config.model, config.pointrend, len(class_names))
+    model = build_task_model(config, len(class_names))
     variables, step = restore_variables(workdir, model, tuple(config.augment.crop_size), step)
+    if task_of(config) == "instance":
+        from pointrend_jax.instance_predictor import InstancePredictor
+
+        return InstancePredictor(config, model, variables, class_names, step)
     return Predictor(config, variables, class_names, step)

@@ -22,8 +22,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from pointrend_jax.backbones import load_backbone, merge_pretrained
 from pointrend_jax.losses import segmentation_loss
+from pointrend_jax.models.mask_rcnn import MaskRCNN
 from pointrend_jax.models.pointrend import init_variables
 
+INSTANCE_TARGETS = ("boxes", "classes", "masks", "valid", "image_size")
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
@@ -213,7 +215,10 @@ def with_pretrained_backbone(state: TrainState, model_cfg) -> TrainState:
 def make_train_step(model, tx, schedule: optax.Schedule, loss_cfg) -> Callable:
     """`train_step(state, batch, rng) -> (state, measurements)`, not yet jitted.
 
-    `batch` holds `image` uint8 (B, h, w, 3) and `label` uint8 (B, h, w); the step's
+    `batch` holds `image` uint8 (B, h, w, 3) and `label` uint8 (B, h, w) (semantic), or
+    `image` and the instance targets of `MaskRCNN` (`boxes`, `classes`, `masks`, `valid`,
+    `image_size`): the total is then the sum of its losses, `loss_mask` weighted by
+    `loss_cfg.pixel_weight` and `loss_mask_point` by `loss_cfg.point_weight`. The step's
     randomness is `rng` folded with the step number, so a resumed run draws the same points.
     A step whose loss or gradient is not finite changes nothing but the step counter; its
     `measurements["nonfinite"]` is 1.
@@ -224,12 +229,21 @@ def make_train_step(model, tx, schedule: optax.Schedule, loss_cfg) -> Callable:
         points_rng, dropout_rng = jax.random.split(step_rng)
 
         def loss_fn(params):
-            outputs, updated = model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-                rngs={"points": points_rng, "dropout": dropout_rng}, mutable=["batch_stats"])
-            total, parts = segmentation_loss(outputs, batch["label"],
-                                             pixel_weight=loss_cfg.pixel_weight,
-                                             point_weight=loss_cfg.point_weight)
+            variables = {"params": params, "batch_stats": state.batch_stats}
+            rngs = {"points": points_rng, "dropout": dropout_rng}
+            if isinstance(model, MaskRCNN):
+                targets = {k: batch[k] for k in INSTANCE_TARGETS}
+                parts, updated = model.apply(variables, batch["image"], targets, train=True,
+                                             rngs=rngs, mutable=["batch_stats"])
+                weights = {"loss_mask": loss_cfg.pixel_weight,
+                           "loss_mask_point": loss_cfg.point_weight}
+                total = sum(weights.get(k, 1.0) * v for k, v in parts.items())
+            else:
+                outputs, updated = model.apply(variables, batch["image"], train=True, rngs=rngs,
+                                               mutable=["batch_stats"])
+                total, parts = segmentation_loss(outputs, batch["label"],
+                                                 pixel_weight=loss_cfg.pixel_weight,
+                                                 point_weight=loss_cfg.point_weight)
             return total, (parts, updated.get("batch_stats", state.batch_stats))
 
         (loss, (parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

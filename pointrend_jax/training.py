@@ -17,7 +17,16 @@ from pointrend_jax.checkpointing import Checkpointer
 from pointrend_jax.data import build_datasets
 from pointrend_jax.data.pipeline import train_iterator
 from pointrend_jax.logging_utils import MetricWriter
-from pointrend_jax.models.pointrend import build_model
+from pointrend_jax.models.build import build_task_model, task_of
+
+
+def _train_transform(config):
+    """The instance transform (boxes and masks follow the image), or None: the semantic one."""
+    if task_of(config) != "instance":
+        return None
+    from pointrend_jax.data.instance_augment import InstanceAugment
+
+    return InstanceAugment(config.augment)
 
 
 class _Sigterm:
@@ -42,7 +51,7 @@ def train(config, workdir: str) -> dict:
         raise ValueError(f"--config.train.batch_size={config.train.batch_size} must be divisible "
                          f"by the {jax.device_count()} devices")
     data = build_datasets(config.data)
-    model = build_model(config.model, config.pointrend, data.num_classes)
+    model = build_task_model(config, data.num_classes)
     tx, schedule = train_lib.make_optimizer(config.optimizer, config.train.num_steps,
                                            config.model.backbone.freeze_at)
 
@@ -60,7 +69,7 @@ def train(config, workdir: str) -> dict:
     batches = train_iterator(data.train, global_batch_size=config.train.batch_size,
                              seed=config.seed, process_index=jax.process_index(),
                              process_count=jax.process_count(), augment_cfg=config.augment,
-                             start_batch=first_step)
+                             start_batch=first_step, transform=_train_transform(config))
 
     def data_position(step):
         return {"batches_consumed": step, "global_batch_size": config.train.batch_size,

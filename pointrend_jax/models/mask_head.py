@@ -1,0 +1,322 @@
+"""Mask heads of the instance model: PointRend's (coarse 7x7 head + point head + the mask
+subdivision loop, as detectron2's `PointRendMaskHead`) and Mask R-CNN's 4-conv 28x28 head
+(detectron2's `MaskRCNNConvUpsampleHead`), the baseline for A/B.
+
+Shapes: N images, R regions (boxes) per image, M ground-truth instances per image,
+H x W padded image, K classes, P points per region, C feature channels. Boxes are
+`(x0, y0, x1, y1)` in image pixels; "box-relative" points are `(x, y)` in [0, 1] of the box.
+
+Both heads have the same interface:
+  `losses(features, boxes, classes, valid, gt_masks, gt_index, image_shape)` ->
+     dict of scalar losses over the `valid` regions (training; needs a "points" rng);
+  `predict(features, boxes, classes, image_shape)` -> {"masks": (N, R, S, S) logits of each
+     region's class, "coarse_masks": (N, R, s, s), "points": [(N, R, P_i, 2)] box-relative}.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pointrend_jax.models.box_ops import multilevel_roi_align
+from pointrend_jax.models.layers import msra_fill, xavier_fill
+from pointrend_jax.point_head import PointHead
+from pointrend_jax.point_ops import (point_sample, sample_training_points,
+                                     uncertain_grid_points, upsample_bilinear)
+
+Array = jax.Array
+_predictor_init = nn.initializers.normal(stddev=0.001)
+
+
+# --------------------------------------------------------------------------- sampling helpers
+def regular_grid(side: int) -> Array:
+    """`(side * side, 2)` box-relative cell centres of a side x side grid, row-major."""
+    c = (jnp.arange(side, dtype=jnp.float32) + 0.5) / side
+    ys, xs = jnp.meshgrid(c, c, indexing="ij")
+    return jnp.stack([xs.reshape(-1), ys.reshape(-1)], axis=-1)
+
+
+def points_in_image(boxes: Array, rel: Array) -> Array:
+    """Box-relative points `rel (N, R, P, 2)` -> image pixels `(N, R, P, 2)` for `boxes (N, R, 4)`."""
+    origin = boxes[..., None, :2]
+    size = boxes[..., None, 2:] - boxes[..., None, :2]
+    return origin + rel * size
+
+
+def sample_feature_maps(features: Sequence[Array], strides: Sequence[int], points: Array) -> Array:
+    """Bilinear features at image-pixel `points (N, R, P, 2)` from each map `(N, Hf, Wf, C_i)`
+    of stride `strides[i]` (zero outside the map), concatenated: `(N, R, P, sum C_i)`
+    (detectron2's `point_sample_fine_grained_features`)."""
+    n, r, p, _ = points.shape
+    out = []
+    for fmap, stride in zip(features, strides):
+        extent = jnp.asarray([fmap.shape[2] * stride, fmap.shape[1] * stride], jnp.float32)
+        coords = (points / extent).reshape(n, r * p, 2)
+        out.append(point_sample(fmap, coords).reshape(n, r, p, fmap.shape[-1]))
+    return jnp.concatenate(out, axis=-1)
+
+
+def _instance_pixels(masks: Array, gt_index: Array, ys: Array, xs: Array) -> Array:
+    """`masks (N, M, H, W)` at integer pixels `(ys, xs) (N, R, ...)` of instance `gt_index
+    (N, R)`, 0 outside the image; float32 `(N, R, ...)`. Gathers from the flat masks, so
+    no per-region copy of a mask is ever made."""
+    n, m, h, w = masks.shape
+    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    extra = (1,) * (ys.ndim - 2)
+    rows = (gt_index.reshape(n, -1, *extra) * (h * w) + jnp.clip(ys, 0, h - 1) * w
+            + jnp.clip(xs, 0, w - 1))
+    flat = masks.reshape(n, m * h * w)
+    values = jnp.take_along_axis(flat, rows.reshape(n, -1), axis=1).reshape(ys.shape)
+    return jnp.where(inside, values.astype(jnp.float32), 0.0)
+
+
+def _bilinear_instance(masks: Array, gt_index: Array, px: Array, py: Array) -> Array:
+    """Bilinear value of instance masks at pixel-index coordinates `(px, py)` (pixel `i` has its
+    centre at `i`); corners outside the image count as 0 (grid_sample zero padding)."""
+    x0, y0 = jnp.floor(px), jnp.floor(py)
+    fx, fy = px - x0, py - y0
+    x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
+    value = 0.0
+    for dy, wy in ((0, 1.0 - fy), (1, fy)):
+        for dx, wx in ((0, 1.0 - fx), (1, fx)):
+            value = value + wy * wx * _instance_pixels(masks, gt_index, y0 + dy, x0 + dx)
+    return value
+
+
+def sample_instance_masks(masks: Array, gt_index: Array, points: Array) -> Array:
+    """Ground-truth mask values at image-pixel `points (N, R, P, 2)`: bilinear on the 0/1 mask
+    `masks[n, gt_index[n, r]]` (`masks (N, M, H, W)`), zero outside the image, like
+    detectron2's `sample_point_labels` (grid_sample, align_corners=False). -> `(N, R, P)`."""
+    return _bilinear_instance(masks, gt_index, points[..., 0] - 0.5, points[..., 1] - 0.5)
+
+
+def crop_and_resize_masks(masks: Array, gt_index: Array, boxes: Array, size: int,
+                          sampling_ratio: int) -> Array:
+    """Mask R-CNN's mask targets: instance `gt_index (N, R)` of `masks (N, M, H, W)` cropped to
+    `boxes (N, R, 4)` and resized to `(size, size)` by aligned ROIAlign (torchvision's rules,
+    `sampling_ratio` x `sampling_ratio` samples per bin), thresholded at 0.5 -> float32
+    `(N, R, size, size)` of 0/1 (detectron2's `BitMasks.crop_and_resize`)."""
+    _, _, h, w = masks.shape
+    s = sampling_ratio
+    offsets = (jnp.arange(size * s, dtype=jnp.float32) + 0.5) / (size * s)  # fine grid
+    start = boxes[..., :2] - 0.5  # aligned: pixel-index coordinates
+    extent = boxes[..., 2:] - boxes[..., :2]
+    py = start[..., 1, None] + offsets * extent[..., 1, None]  # (N, R, size*s)
+    px = start[..., 0, None] + offsets * extent[..., 0, None]
+    py = jnp.broadcast_to(py[..., :, None], (*py.shape, size * s))
+    px = jnp.broadcast_to(px[..., None, :], (*px.shape[:-1], size * s, size * s))
+    # torchvision: a sample beyond one pixel outside is 0; otherwise it is clamped inside.
+    outside = (py < -1.0) | (py > h) | (px < -1.0) | (px > w)
+    value = _bilinear_instance(masks, gt_index, jnp.clip(px, 0.0, w - 1.0),
+                               jnp.clip(py, 0.0, h - 1.0))
+    value = jnp.where(outside, 0.0, value)
+    n, r = gt_index.shape
+    value = value.reshape(n, r, size, s, size, s).mean(axis=(3, 5))
+    return (value >= 0.5).astype(jnp.float32)
+
+
+def _class_channel(logits: Array, classes: Array) -> Array:
+    """`logits (N, R, ..., K)` at each region's class `classes (N, R)` -> `(N, R, ...)`."""
+    index = classes.reshape(*classes.shape, *([1] * (logits.ndim - 2)))
+    return jnp.take_along_axis(logits, index, axis=-1)[..., 0]
+
+
+def _masked_bce(logits: Array, targets: Array, valid: Array) -> Array:
+    """Mean binary cross-entropy over the entries of the `valid (N, R)` regions (0 if none)."""
+    loss = sigmoid_bce(logits.astype(jnp.float32), targets)
+    per_region = loss.reshape(*valid.shape, -1)
+    count = jnp.sum(valid) * per_region.shape[-1]
+    return jnp.sum(jnp.where(valid[..., None], per_region, 0.0)) / jnp.maximum(count, 1)
+
+
+def sigmoid_bce(logits: Array, targets: Array) -> Array:
+    """torch `binary_cross_entropy_with_logits` (soft targets allowed), elementwise."""
+    return jnp.maximum(logits, 0.0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
+# --------------------------------------------------------------------------- PointRend
+class CoarseMaskHead(nn.Module):
+    """detectron2's CoarseMaskHead: `(N, R, 14, 14, C)` pooled features -> 1x1 conv to
+    `conv_dim` (only when C > conv_dim), 2x2 stride-2 conv, `num_fc` FC of `fc_dim`, and a
+    linear predictor of `side x side` logits per class -> `(N, R, side, side, K)`."""
+
+    num_classes: int
+    conv_dim: int = 256
+    fc_dim: int = 1024
+    num_fc: int = 2
+    side: int = 7
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, pooled: Array) -> Array:
+        n, r, h, w, c = pooled.shape
+        kw = dict(dtype=self.dtype, kernel_init=msra_fill)
+        x = pooled.reshape(n * r, h, w, c).astype(self.dtype)
+        if c > self.conv_dim:
+            x = nn.relu(nn.Conv(self.conv_dim, (1, 1), name="reduce_channel_dim_conv", **kw)(x))
+        x = nn.relu(nn.Conv(self.conv_dim, (2, 2), strides=(2, 2), padding="VALID",
+                            name="reduce_spatial_dim_conv", **kw)(x))
+        x = x.reshape(n * r, -1)
+        for i in range(self.num_fc):
+            x = nn.relu(nn.Dense(self.fc_dim, kernel_init=xavier_fill, dtype=self.dtype,
+                                 name=f"coarse_mask_fc{i + 1}")(x))
+        x = nn.Dense(self.side * self.side * self.num_classes, kernel_init=_predictor_init,
+                     dtype=self.dtype, name="prediction")(x)
+        return x.reshape(n, r, self.side, self.side, self.num_classes).astype(jnp.float32)
+
+
+class PointRendMaskHead(nn.Module):
+    """PointRend's mask head (detectron2 `PointRendMaskHead`).
+
+    Coarse: `coarse_side`x`coarse_side` logits per class from `pooler_side`x`pooler_side`
+    features of `coarse_features` sampled on a regular grid in each box. Training: the coarse
+    loss against the ground-truth mask cropped to the box, plus the point loss at
+    `train_num_points` points per box (oversampled, `importance_sample_ratio` of them the most
+    uncertain by `-|logit|` of the ground-truth class), labels bilinear on the full-image mask.
+    Inference: the point head on a `coarse_side` regular grid, then `subdivision_steps` times:
+    upsample 2x, re-predict the `subdivision_num_points` most uncertain cells of the
+    predicted class -> `coarse_side * 2**subdivision_steps` square masks (7 -> 224).
+    The point head sees `fine_features` at each point plus all K coarse logits there.
+    """
+
+    num_classes: int
+    coarse_features: Tuple[str, ...] = ("p2",)
+    fine_features: Tuple[str, ...] = ("p2",)
+    pooler_side: int = 14
+    coarse_side: int = 7
+    conv_dim: int = 256
+    coarse_fc_dim: int = 1024
+    coarse_num_fc: int = 2
+    num_fc: int = 3
+    fc_dim: int = 256
+    coarse_pred_each_layer: bool = True
+    activation: str = "relu"
+    train_num_points: int = 196
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    subdivision_steps: int = 5
+    subdivision_num_points: int = 784
+    mask_target_sampling_ratio: int = 2
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.coarse_head = CoarseMaskHead(
+            self.num_classes, conv_dim=self.conv_dim, fc_dim=self.coarse_fc_dim,
+            num_fc=self.coarse_num_fc, side=self.coarse_side, dtype=self.dtype)
+        self.point_head = PointHead(
+            self.num_classes, num_fc=self.num_fc, fc_dim=self.fc_dim,
+            coarse_pred_each_layer=self.coarse_pred_each_layer, activation=self.activation,
+            dtype=self.dtype)
+
+    def _maps(self, features: Mapping[str, Array], names: Sequence[str]):
+        missing = [k for k in names if k not in features]
+        if missing:
+            raise ValueError(f"PointRendMaskHead: no feature maps {missing}; have {sorted(features)}")
+        return [features[k] for k in names], [int(k[1:]) for k in names]
+
+    def coarse_logits(self, features: Mapping[str, Array], boxes: Array, image_shape) -> Array:
+        """`(N, R, coarse_side, coarse_side, K)` coarse mask logits of `boxes (N, R, 4)`."""
+        maps, levels = self._maps(features, self.coarse_features)
+        n, r, _ = boxes.shape
+        grid = jnp.broadcast_to(regular_grid(self.pooler_side), (n, r, self.pooler_side ** 2, 2))
+        pooled = sample_feature_maps(maps, [2 ** l for l in levels], points_in_image(boxes, grid))
+        pooled = pooled.reshape(n, r, self.pooler_side, self.pooler_side, -1)
+        return self.coarse_head(pooled)
+
+    def point_logits(self, features, boxes: Array, rel: Array, coarse: Array) -> Array:
+        """Point head logits `(N, R, P, K)` at box-relative points `rel (N, R, P, 2)`."""
+        maps, levels = self._maps(features, self.fine_features)
+        n, r, p, _ = rel.shape
+        fine = sample_feature_maps(maps, [2 ** l for l in levels], points_in_image(boxes, rel))
+        coarse_at = point_sample(coarse.reshape(n * r, *coarse.shape[2:]), rel.reshape(n * r, p, 2))
+        out = self.point_head(fine.reshape(n * r, p, -1).astype(self.dtype), coarse_at)
+        return out.reshape(n, r, p, self.num_classes).astype(jnp.float32)
+
+    def losses(self, features, boxes, classes, valid, gt_masks, gt_index, image_shape
+               ) -> Dict[str, Array]:
+        coarse = self.coarse_logits(features, boxes, image_shape)
+        targets = crop_and_resize_masks(gt_masks, gt_index, boxes, self.coarse_side,
+                                        self.mask_target_sampling_ratio)
+        loss_mask = _masked_bce(_class_channel(coarse, classes), targets, valid)
+        n, r = classes.shape
+        own = jax.lax.stop_gradient(_class_channel(coarse, classes))[..., None]
+        rel = sample_training_points(
+            self.make_rng("points"), own.reshape(n * r, self.coarse_side, self.coarse_side, 1),
+            self.train_num_points, oversample_ratio=self.oversample_ratio,
+            importance_sample_ratio=self.importance_sample_ratio).reshape(n, r, -1, 2)
+        rel = jax.lax.stop_gradient(rel)
+        labels = sample_instance_masks(gt_masks, gt_index, points_in_image(boxes, rel))
+        point = _class_channel(self.point_logits(features, boxes, rel, coarse), classes)
+        return {"loss_mask": loss_mask, "loss_mask_point": _masked_bce(point, labels, valid)}
+
+    def predict(self, features, boxes, classes, image_shape) -> Dict[str, Any]:
+        coarse = self.coarse_logits(features, boxes, image_shape)
+        n, r = classes.shape
+        side = self.coarse_side
+        grid = jnp.broadcast_to(regular_grid(side), (n, r, side * side, 2))
+        mask = _class_channel(self.point_logits(features, boxes, grid, coarse), classes)
+        mask = mask.reshape(n * r, side, side, 1)
+        points = [grid]
+        for _ in range(self.subdivision_steps):
+            mask = upsample_bilinear(mask, 2)
+            hw = mask.shape[1:3]
+            index, rel = uncertain_grid_points(-jnp.abs(mask[..., 0]), self.subdivision_num_points)
+            rel = rel.reshape(n, r, -1, 2)
+            logits = _class_channel(self.point_logits(features, boxes, rel, coarse), classes)
+            flat = mask.reshape(n * r, hw[0] * hw[1])
+            flat = flat.at[jnp.arange(n * r)[:, None], index].set(logits.reshape(n * r, -1))
+            mask = flat.reshape(n * r, *hw, 1)
+            points.append(rel)
+        return {"masks": mask.reshape(n, r, *mask.shape[1:3]),
+                "coarse_masks": _class_channel(coarse, classes), "points": points}
+
+
+# --------------------------------------------------------------------------- Mask R-CNN
+class MaskRCNNConvHead(nn.Module):
+    """detectron2's MaskRCNNConvUpsampleHead: ROIAlign `pooler_side` from the FPN level of
+    each box, `num_conv` 3x3 convs of `conv_dim`, a 2x2 stride-2 transposed conv and a 1x1
+    predictor -> `(N, R, 2 * pooler_side, 2 * pooler_side, K)` logits (28x28 by default)."""
+
+    num_classes: int
+    in_features: Tuple[str, ...] = ("p2", "p3", "p4", "p5")
+    pooler_side: int = 14
+    sampling_ratio: int = 2
+    num_conv: int = 4
+    conv_dim: int = 256
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features, boxes):
+        maps = [features[k] for k in self.in_features]
+        strides = [2 ** int(k[1:]) for k in self.in_features]
+        pooled = multilevel_roi_align(maps, strides, boxes, output_size=self.pooler_side,
+                                      sampling_ratio=self.sampling_ratio)
+        n, r = boxes.shape[:2]
+        x = pooled.reshape(n * r, *pooled.shape[2:]).astype(self.dtype)
+        for i in range(self.num_conv):
+            x = nn.relu(nn.Conv(self.conv_dim, (3, 3), padding=((1, 1), (1, 1)), kernel_init=msra_fill,
+                                dtype=self.dtype, name=f"mask_fcn{i + 1}")(x))
+        x = nn.relu(nn.ConvTranspose(self.conv_dim, (2, 2), strides=(2, 2), padding="VALID",
+                                     kernel_init=msra_fill, dtype=self.dtype, name="deconv")(x))
+        x = nn.Conv(self.num_classes, (1, 1), kernel_init=_predictor_init, dtype=self.dtype,
+                    name="predictor")(x)
+        return x.reshape(n, r, *x.shape[1:]).astype(jnp.float32)
+
+    def losses(self, features, boxes, classes, valid, gt_masks, gt_index, image_shape):
+        logits = _class_channel(self(features, boxes), classes)
+        targets = crop_and_resize_masks(gt_masks, gt_index, boxes, logits.shape[-1],
+                                        self.sampling_ratio)
+        return {"loss_mask": _masked_bce(logits, targets, valid)}
+
+    def predict(self, features, boxes, classes, image_shape):
+        masks = _class_channel(self(features, boxes), classes)
+        return {"masks": masks, "coarse_masks": masks, "points": []}
+
+
+MASK_HEADS = ("pointrend", "maskrcnn")
+
+__all__ = ["CoarseMaskHead", "MASK_HEADS", "MaskRCNNConvHead", "PointRendMaskHead",
+           "crop_and_resize_masks", "points_in_image", "regular_grid", "sample_feature_maps",
+           "sample_instance_masks"]
