@@ -27,12 +27,15 @@ Instance segmentation data sets (``INSTANCE_DATASETS``) yield instead ``{"image"
              (``synthetic_instances.py``): ``data_dir`` (None = tfds default folder),
              optional ``num_train``, ``num_val``, ``image_size``, ``seed``, ``num_classes``.
   coco       any COCO-format instances json (COCO 2017, labelling tools' exports):
-             ``train_images``, ``train_json``, ``val_images``, ``val_json``.
+             ``train_images``, ``train_json``, ``val_images``, ``val_json``; or
+             ``manual_dir`` holding COCO 2017 as downloaded (``train2017/``, ``val2017/``,
+             ``annotations/instances_{train,val}2017.json``) for the paths not given.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from typing import Any, Sequence
 
 from pointrend_jax.data.folder import (DataError, FolderSource, resolve_class_names,
@@ -113,6 +116,11 @@ def build_datasets(data_cfg: Any) -> DatasetSpec:
         from pointrend_jax.data.coco import CocoSource
 
         paths = {key: _get(data_cfg, key) for key in ("train_images", "train_json", "val_images", "val_json")}
+        manual_dir = _get(data_cfg, "manual_dir")
+        if manual_dir:  # COCO 2017 as downloaded: fills the paths not given
+            layout = {"train_images": "train2017", "train_json": "annotations/instances_train2017.json",
+                      "val_images": "val2017", "val_json": "annotations/instances_val2017.json"}
+            paths = {key: value or os.path.join(manual_dir, layout[key]) for key, value in paths.items()}
         absent = [key for key, value in paths.items() if not value]
         if absent:
             raise ValueError(f"data set 'coco' needs {', '.join('--config.data.' + k for k in absent)}: "
