@@ -12,7 +12,7 @@ at the original resolution (detectron2's `detector_postprocess` + `paste_masks_i
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -21,18 +21,17 @@ Masks are pasted into the image on the host (`coco_metrics.paste_masks`).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from pointrend_jax.models import box_ops
 from pointrend_jax.models.fpn import FPN
 from pointrend_jax.models.layers import xavier_fill
-from pointrend_jax.models.mask_head import MASK_HEADS, MaskRCNNConvHead, PointRendMaskHead
+from pointrend_jax.models.mask_head import (MASK_HEADS, MaskRCNNConvHead, PointRendMaskHead,
+                                            sigmoid_bce)
 from pointrend_jax.models.resnet import ResNet
 
 Array = jax.Array
@@ -154,10 +153,6 @@ def _l1(x: Array) -> Array:
     return jnp.abs(x)
 
 
-def _sigmoid_bce(logits, targets):
-    return jnp.maximum(logits, 0.0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
-
-
 class MaskRCNN(nn.Module):
     """Mask R-CNN with a pluggable mask head (see the module docstring for the contract)."""
 
@@ -235,7 +230,7 @@ class MaskRCNN(nn.Module):
 
         positive, negative, target = jax.vmap(one_image)(rngs, targets["boxes"], targets["valid"])
         normalizer = float(self.rpn.batch_size_per_image * n)
-        cls = _sigmoid_bce(logits, positive.astype(jnp.float32))
+        cls = sigmoid_bce(logits, positive.astype(jnp.float32))
         loss_cls = jnp.sum(jnp.where(positive | negative, cls, 0.0)) / normalizer
         loc = jnp.sum(_l1(deltas - jax.lax.stop_gradient(target)), axis=-1)
         loss_loc = jnp.sum(jnp.where(positive, loc, 0.0)) / normalizer
