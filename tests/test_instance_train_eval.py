@@ -156,3 +156,52 @@ def test_instance_configs_validate(name):
         assert full.optimizer.learning_rate == 0.02
         assert full.pointrend.subdivision_steps == 5 and full.pointrend.subdivision_num_points == 784
         assert full.pointrend.train_num_points == 196 and full.model.backbone.depth == 50
+
+
+def _instance_batch(np_rng, config, size=64, batch=2):
+    from pointrend_jax.data.instance_augment import augment_instances
+
+    from pointrend_jax.data.synthetic_instances import make_instance_example
+
+    out = [augment_instances(make_instance_example("train", i, seed=int(np_rng.integers(1 << 30)),
+                                                   image_size=size), np_rng, config.augment)
+           for i in range(batch)]
+    return {k: np.stack([o[k] for o in out]) for k in out[0]}
+
+
+def test_bfloat16_instance_step_with_pretrained_backbone_and_freeze_at(tmp_path, np_rng):
+    import jax
+
+    from pointrend_jax import train_lib
+    from pointrend_jax.backbones import backbone_meta, resnet_from_torchvision, save_backbone
+    from pointrend_jax.models.build import build_task_model
+    from torch_resnet import TorchResNet, randomize_
+
+    config = config_lib.instance_config()
+    config_lib.instance_runlocal(config)  # ResNet-18 at width 8
+    config.model.dtype = "bfloat16"  # float32 runs everywhere else
+    module, weights = resnet_from_torchvision(
+        randomize_(TorchResNet(18, 8), int(np_rng.integers(2**31))).state_dict())
+    config.model.backbone.pretrained = str(tmp_path / "r18.npz")
+    save_backbone(config.model.backbone.pretrained, weights,
+                  backbone_meta(module, "torchvision", "test"))
+    model = build_task_model(config, 3)
+    tx, schedule = train_lib.make_optimizer(config.optimizer, 10, freeze_at=2)
+    mesh = train_lib.make_mesh(config.mesh)
+    state = train_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh, config.mesh)
+    state = train_lib.with_pretrained_backbone(state, config.model)
+    backbone = jax.device_get(state.params["net"]["backbone"])
+    np.testing.assert_array_equal(backbone["layer3_1"]["conv2"]["kernel"],
+                                  weights["params"]["layer3_1"]["conv2"]["kernel"])
+    step = train_lib.jit_train_step(train_lib.make_train_step(model, tx, schedule, config.loss),
+                                    state, mesh)
+    batch = train_lib.global_batch(_instance_batch(np_rng, config), mesh)
+    for _ in range(2):
+        state, measurements = step(state, batch, jax.random.key(1))
+        assert np.isfinite(float(measurements["loss"])) and float(measurements["nonfinite"]) == 0
+    after = jax.device_get(state.params["net"])
+    for name in ("conv1", "bn1", "layer1_0", "layer1_1"):
+        for a, b in zip(jax.tree.leaves(backbone[name]), jax.tree.leaves(after["backbone"][name])):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(backbone["layer2_0"]["conv1"]["kernel"],
+                              after["backbone"]["layer2_0"]["conv1"]["kernel"])
