@@ -222,6 +222,7 @@ def export_run(workdir: str, out: str, *, step: Optional[int] = None,
     """Exports checkpoint `step` (None: latest) of the run in `workdir` into `out` (see the
     module docstring); height/width default to the run's `config.augment.crop_size`, batch
     None is symbolic. Returns what `out/export.json` records."""
+    from pointrend_jax.models.build import task_of
     from pointrend_jax.models.pointrend import build_model
     from pointrend_jax.predictor import read_run, restore_variables
 
@@ -231,6 +232,10 @@ def export_run(workdir: str, out: str, *, step: Optional[int] = None,
     if saved_model:
         import_tensorflow()  # fail before the slow part
     config, class_names = read_run(workdir)
+    if task_of(config) == "instance":
+        raise ValueError(f"{workdir} holds an instance segmentation run (Mask R-CNN); this "
+                         "exporter writes semantic segmentation models only. Serve instance "
+                         "models with pointrend_jax.load(workdir).predict(image)")
     if height is None:
         height, width = (int(s) for s in config.augment.crop_size)
     input_shape(height, width, batch)  # argument errors before the checkpoint is read

@@ -103,6 +103,14 @@ def test_load_predict_returns_what_eval_wrote(synthetic_run, np_rng):
         predictor.predict(odd.astype(np.float32))
 
 
+def test_export_refuses_instance_runs_by_name(synthetic_run, tmp_path):
+    from pointrend_jax.export import export_run
+
+    workdir, _, _ = synthetic_run
+    with pytest.raises(ValueError, match="instance segmentation run"):
+        export_run(workdir, str(tmp_path / "out"), saved_model=False)
+
+
 def test_coco_format_fake_trains_and_evaluates_with_the_maskrcnn_head(tmp_path, np_rng):
     images_dir, json_path, _ = make_fake_coco(tmp_path, np_rng)
     workdir = str(tmp_path / "run")
