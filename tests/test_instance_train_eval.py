@@ -213,3 +213,21 @@ def test_bfloat16_instance_step_with_pretrained_backbone_and_freeze_at(tmp_path,
             np.testing.assert_array_equal(a, b)
     assert not np.array_equal(backbone["layer2_0"]["conv1"]["kernel"],
                               after["backbone"]["layer2_0"]["conv1"]["kernel"])
+
+
+def test_coco_2017_layout_under_manual_dir(tmp_path, np_rng):
+    import shutil
+
+    from pointrend_jax.data import build_datasets
+
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        images_dir, json_path, _ = make_fake_coco(tmp_path / split, np_rng)
+        shutil.copytree(images_dir, root / f"{split}2017")
+        shutil.copy(json_path, root / "annotations" / f"instances_{split}2017.json")
+    spec = build_datasets({"name": "coco", "manual_dir": str(root)})
+    assert spec.class_names == ["apple", "cat", "zebra"] and len(spec.val) == 4
+    with pytest.raises(ValueError, match="--config.data.val_json"):
+        build_datasets({"name": "coco", "train_images": "a", "train_json": "b", "val_images": "c"})
