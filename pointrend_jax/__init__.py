@@ -15,8 +15,9 @@ from pointrend_jax.subdivision import subdivision_inference
 
 
 def load(workdir: str, step=None):
-    """The model trained in `workdir` (checkpoint `step`, default latest) as a Predictor:
-    `load(workdir).predict(image uint8 (H, W, 3)) -> (H, W) class ids`."""
+    """The model trained in `workdir` (checkpoint `step`, default latest), ready to predict:
+    semantic runs: `load(workdir).predict(image uint8 (H, W, 3)) -> (H, W) class ids`;
+    instance runs: `-> {"boxes" (D, 4), "classes" (D,), "scores" (D,), "masks" bool (D, H, W)}`."""
     from pointrend_jax.predictor import load as _load  # Orbax and friends, only when used
 
     return _load(workdir, step)
