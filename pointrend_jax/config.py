@@ -186,6 +186,7 @@ def instance_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 5000
     c.train.image_summary_every = 5000
     c.eval.boundary_ap = True  # also Boundary AP (slower: boundaries of every mask)
+    c.eval.example_score_thresh = 0.5  # detections drawn in eval/examples/*.png
     c.eval.save_predictions = False  # eval/predictions.json in the COCO results format
     return c
 

@@ -5,7 +5,8 @@ pictures and the COCO results file.
 Writes under `WORKDIR/eval/`: `metrics.json` = `{"step", "coarse": {"bbox_AP", "segm_AP",
 "segm_AP50", "segm_AP75", ...}, "pointrend": {...}}` (fractions as pycocotools gives them;
 with `model.mask_head="maskrcnn"` "coarse" holds its 28x28 masks and "pointrend" is null),
-`examples/STEM.png` (ground truth | coarse | PointRend with the re-predicted points) and,
+`examples/STEM.png` (ground truth | coarse | PointRend, detections scoring at least
+`eval.example_score_thresh`, with the points the last subdivision step re-predicted) and,
 with `eval.save_predictions`, `predictions.json` (the final masks' detections, COCO results
 format, image and category ids of the val json).
 """
@@ -79,14 +80,17 @@ def evaluate_instances(config, workdir: str) -> dict:
                 example["image_id"], out["boxes"], out["scores"], out["classes"], category_ids,
                 masks[n])
         if write and i < config.eval.num_examples:
-            dets = lambda m: {"boxes": out["boxes"], "classes": out["classes"],
-                              "scores": out["scores"], "masks": m}
+            shown = out["scores"] >= config.eval.example_score_thresh
+            dets = lambda m: {"boxes": out["boxes"][shown], "classes": out["classes"][shown],
+                              "scores": out["scores"][shown], "masks": m[shown]}
             truth = {"boxes": example["boxes"], "classes": example["classes"], "scores": None,
                      "masks": example["masks"].astype(bool)}
+            # the cells the last subdivision step re-predicted, in the boxes shown
+            points = [out["points"][-1][shown].reshape(-1, 2)] if "points" in out else None
             visualize.save_instance_comparison(
                 os.path.join(out_dir, "examples", f"{example['stem']}.png"), example["image"],
                 truth, dets(masks["coarse"]), dets(masks[names[-1]]), data.class_names,
-                points=[p.reshape(-1, 2) for p in out["points"]] if "points" in out else None)
+                points=points)
 
     results = _gather(os.path.join(out_dir, "parts"), {**results, "image_ids": image_ids})
     image_ids = sorted(results.pop("image_ids"))

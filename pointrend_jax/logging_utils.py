@@ -72,7 +72,8 @@ class MetricWriter:
                                dataformats="HWC")
 
     def _write_instance_examples(self, step, model, variables, val_source) -> None:
-        """`image | ground truth | coarse | PointRend` masks blended over the image."""
+        """`image | ground truth | coarse | PointRend` masks blended over the image (detections
+        scoring at least `eval.example_score_thresh`)."""
         if self._predict is None:
             self._predict = make_instance_predict_fn(model)
         k = model.num_classes
@@ -82,12 +83,13 @@ class MetricWriter:
                                     self.config.augment, self.config.eval.size_divisor,
                                     with_coarse=True)
             image = example["image"]
+            shown = out["scores"] >= self.config.eval.example_score_thresh
             panels = [image,
                       visualize.blend_masks(image, example["masks"].astype(bool),
                                             example["classes"], k),
-                      visualize.blend_masks(image, out.get("coarse_masks", out["masks"]),
-                                            out["classes"], k),
-                      visualize.blend_masks(image, out["masks"], out["classes"], k)]
+                      visualize.blend_masks(image, out.get("coarse_masks", out["masks"])[shown],
+                                            out["classes"][shown], k),
+                      visualize.blend_masks(image, out["masks"][shown], out["classes"][shown], k)]
             self._tb.add_image(f"examples/{i}", np.concatenate(panels, axis=1), step,
                                dataformats="HWC")
 
