@@ -20,6 +20,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from machine_info import describe  # noqa: E402
+
 KEYS = ("bbox_AP", "segm_AP", "segm_AP50", "segm_AP75", "boundary_AP")
 
 
@@ -86,7 +88,8 @@ def main():
         else:
             rows.append(("Mask R-CNN 28x28 head", results["coarse"], speed, compile_s))
     config = load_config()
-    print(f"\nsynthetic instances, {args.steps} steps x {config.train.batch_size} images, "
+    print(f"\nMachine: {describe()}")
+    print(f"synthetic instances, {args.steps} steps x {config.train.batch_size} images, "
           f"{config.data.num_val or 128} val images, AP in %")
     header = "| masks | " + " | ".join(KEYS) + " | train img/s | compile s |"
     print(header)
