@@ -163,6 +163,9 @@ def instance_config() -> ml_collections.ConfigDict:
     c.model.roi_heads.sampling_ratio = 2  # ROIAlign samples per bin side (fixed: static shapes)
     c.model.roi_heads.box_fc_dim = 1024
     c.model.roi_heads.box_num_fc = 2
+    # mask head trained on the box head's regressed boxes (detectron2's TRAIN_ON_PRED_BOXES,
+    # on in its PointRend configs; off: on the proposals, as plain Mask R-CNN)
+    c.model.roi_heads.train_on_pred_boxes = True
     c.model.roi_heads.mask_conv_dim = 256
     c.model.roi_heads.mask_pooler_side = 14  # maskrcnn head: 14x14 ROIAlign -> 28x28 masks
     c.model.roi_heads.coarse_mask_features = ("p2",)  # pointrend: coarse head input

@@ -71,6 +71,9 @@ class ROISettings:
     sampling_ratio: int = 2
     fc_dim: int = 1024
     num_fc: int = 2
+    # Mask head trained on the box head's regressed boxes (detectron2's
+    # ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES, True in its PointRend configs) instead of the proposals.
+    train_on_pred_boxes: bool = True
 
 
 class ResNetFPN(nn.Module):
@@ -274,7 +277,9 @@ class MaskRCNN(nn.Module):
             deltas, jnp.minimum(classes, self.num_classes - 1)[..., None, None], axis=2)[:, :, 0]
         reg = jnp.sum(_l1(own - target_deltas), axis=-1)
         loss_box = jnp.sum(jnp.where(positive, reg, 0.0)) / count
-        return {"loss_cls": loss_cls, "loss_box_reg": loss_box}
+        # detectron2's predict_boxes_for_gt_classes: each region regressed by its own class
+        predicted = box_ops.decode_boxes(jax.lax.stop_gradient(own), regions, BOX_WEIGHTS)
+        return {"loss_cls": loss_cls, "loss_box_reg": loss_box}, predicted
 
     def losses(self, images: Array, targets: Mapping[str, Array]) -> Dict[str, Array]:
         features = self.net(images, train=True)
@@ -285,7 +290,11 @@ class MaskRCNN(nn.Module):
                                                     targets["image_size"], train=True)
         regions, classes, gt, positive, chosen, box_targets = self._sample_regions(
             proposals, proposal_valid, targets)
-        out.update(self._box_losses(features, regions, classes, positive, chosen, box_targets))
+        box_losses, predicted = self._box_losses(features, regions, classes, positive, chosen,
+                                                 box_targets)
+        out.update(box_losses)
+        if self.roi.train_on_pred_boxes:  # the mask head learns on the boxes it will see
+            regions = predicted
         # Positives come first in each image's sample, and there are at most this many:
         num_fg = int(self.roi.batch_size_per_image * self.roi.positive_fraction)
         out.update(self.mask_head.losses(
@@ -362,7 +371,8 @@ def build_instance_model(model_cfg, pointrend_cfg, num_classes: int) -> MaskRCNN
         iou_threshold=h.iou_threshold, score_thresh_test=h.score_thresh_test,
         nms_thresh_test=h.nms_thresh_test, detections_per_image=h.detections_per_image,
         test_topk_candidates=h.test_topk_candidates, pooler_side=h.box_pooler_side,
-        sampling_ratio=h.sampling_ratio, fc_dim=h.box_fc_dim, num_fc=h.box_num_fc)
+        sampling_ratio=h.sampling_ratio, fc_dim=h.box_fc_dim, num_fc=h.box_num_fc,
+        train_on_pred_boxes=h.train_on_pred_boxes)
     if model_cfg.mask_head == "pointrend":
         mask_head = PointRendMaskHead(
             num_classes, coarse_features=tuple(h.coarse_mask_features),
