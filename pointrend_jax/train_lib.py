@@ -25,7 +25,7 @@ from pointrend_jax.losses import segmentation_loss
 from pointrend_jax.models.mask_rcnn import MaskRCNN
 from pointrend_jax.models.pointrend import init_variables
 
-INSTANCE_TARGETS = ("boxes", "classes", "masks", "valid", "image_size")
+INSTANCE_TARGETS = ("boxes", "classes", "mask_bits", "valid", "image_size")
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
@@ -216,7 +216,7 @@ def make_train_step(model, tx, schedule: optax.Schedule, loss_cfg) -> Callable:
     """`train_step(state, batch, rng) -> (state, measurements)`, not yet jitted.
 
     `batch` holds `image` uint8 (B, h, w, 3) and `label` uint8 (B, h, w) (semantic), or
-    `image` and the instance targets of `MaskRCNN` (`boxes`, `classes`, `masks`, `valid`,
+    `image` and the instance targets of `MaskRCNN` (`boxes`, `classes`, `mask_bits`, `valid`,
     `image_size`): the total is then the sum of its losses, `loss_mask` weighted by
     `loss_cfg.pixel_weight` and `loss_mask_point` by `loss_cfg.point_weight`. The step's
     randomness is `rng` folded with the step number, so a resumed run draws the same points.

@@ -513,6 +513,10 @@ def test_augment_is_deterministic_and_pickles(np_rng):
     seed = int(np_rng.integers(1 << 30))
     a = transform(ex, np.random.default_rng(seed))
     b = ia.augment_instances(ex, np.random.default_rng(seed), cfg)
+    assert set(a) == set(b) - {"masks"} | {"mask_bits"}
+    # the transform bit-packs the masks along W, first pixel in the highest bit
+    unpacked = np.unpackbits(a.pop("mask_bits"), axis=-1)[..., :b["masks"].shape[-1]]
+    np.testing.assert_array_equal(unpacked, b.pop("masks"))
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
     with pytest.raises(ValueError, match="max_instances"):
@@ -549,8 +553,9 @@ def test_train_iterator_with_instance_transform_yields_fixed_shapes(np_rng, synt
                                      num_threads=1, prefetch_batches=1)
         for _ in range(3):
             batch = next(it)
-            assert set(batch) == {"image", "boxes", "classes", "masks", "valid", "image_size"}
-            assert batch["image"].shape == (4, *crop, 3) and batch["masks"].shape == (4, m, *crop)
+            assert set(batch) == {"image", "boxes", "classes", "mask_bits", "valid", "image_size"}
+            assert batch["image"].shape == (4, *crop, 3)
+            assert batch["mask_bits"].shape == (4, m, crop[0], -(-crop[1] // 8))
             assert batch["boxes"].shape == (4, m, 4) and batch["valid"].shape == (4, m)
             assert batch["image_size"].shape == (4, 2)
     # Same seed, same batches.

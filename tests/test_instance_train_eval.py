@@ -167,13 +167,12 @@ def test_instance_configs_validate(name):
 
 
 def _instance_batch(np_rng, config, size=64, batch=2):
-    from pointrend_jax.data.instance_augment import augment_instances
-
+    from pointrend_jax.data.instance_augment import InstanceAugment
     from pointrend_jax.data.synthetic_instances import make_instance_example
 
-    out = [augment_instances(make_instance_example("train", i, seed=int(np_rng.integers(1 << 30)),
-                                                   image_size=size), np_rng, config.augment)
-           for i in range(batch)]
+    transform = InstanceAugment(config.augment)
+    out = [transform(make_instance_example("train", i, seed=int(np_rng.integers(1 << 30)),
+                                           image_size=size), np_rng) for i in range(batch)]
     return {k: np.stack([o[k] for o in out]) for k in out[0]}
 
 

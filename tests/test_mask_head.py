@@ -130,12 +130,12 @@ def _random_masks(rng, n, m, h, w):
 
 
 def test_point_labels_equal_grid_sample_on_the_full_mask(np_rng):
-    n, m, r, p, h, w = 2, 4, 6, 30, 24, 40
+    n, m, r, p, h, w = 2, 4, 6, 30, 24, 37  # W not a multiple of 8: padded bits
     masks = _random_masks(np_rng, n, m, h, w)
     gt_index = np_rng.integers(0, m, (n, r)).astype(np.int32)
     points = np_rng.uniform(-3.0, [w + 3, h + 3], (n, r, p, 2)).astype(np.float32)
-    got = np.asarray(sample_instance_masks(jnp.asarray(masks), jnp.asarray(gt_index),
-                                           jnp.asarray(points)))
+    got = np.asarray(sample_instance_masks(jnp.asarray(np.packbits(masks, axis=-1)), w,
+                                           jnp.asarray(gt_index), jnp.asarray(points)))
     for b in range(n):
         chosen = torch.from_numpy(masks[b][gt_index[b]].astype(np.float64))[:, None]  # (R,1,H,W)
         norm = torch.from_numpy(points[b].astype(np.float64)) / torch.tensor([w, h])
@@ -149,8 +149,9 @@ def test_mask_targets_equal_roi_align_of_the_bitmask(np_rng, size, sampling_rati
     masks = _random_masks(np_rng, n, m, h, w)
     gt_index = np_rng.integers(0, m, (n, r)).astype(np.int32)
     boxes = np.stack([_boxes(np_rng, r, lo=-4.0, hi=32.0) for _ in range(n)])
-    got = np.asarray(crop_and_resize_masks(jnp.asarray(masks), jnp.asarray(gt_index),
-                                           jnp.asarray(boxes), size, sampling_ratio))
+    got = np.asarray(crop_and_resize_masks(jnp.asarray(np.packbits(masks, axis=-1)), w,
+                                           jnp.asarray(gt_index), jnp.asarray(boxes), size,
+                                           sampling_ratio))
     for b in range(n):
         for k in range(r):
             feature = torch.from_numpy(masks[b, gt_index[b, k]].astype(np.float64))[None, :, :, None]
@@ -163,7 +164,7 @@ def test_mask_targets_equal_roi_align_of_the_bitmask(np_rng, size, sampling_rati
 def test_training_losses_are_finite_and_use_the_points_rng(np_rng):
     head = _head()
     features, boxes, classes = _inputs(np_rng, r=4)
-    masks = jnp.asarray(_random_masks(np_rng, 1, 3, IMAGE, IMAGE))
+    masks = jnp.asarray(np.packbits(_random_masks(np_rng, 1, 3, IMAGE, IMAGE), axis=-1))
     gt_index = jnp.asarray(np_rng.integers(0, 3, (1, 4)).astype(np.int32))
     valid = jnp.asarray([[True, True, False, True]])
     args = (features, boxes, classes, valid, masks, gt_index, (IMAGE, IMAGE))
@@ -189,7 +190,7 @@ def test_maskrcnn_head_shapes_and_loss(np_rng):
                           method=head.predict)
     out = head.apply(variables, maps, boxes, classes, (IMAGE, IMAGE), method=head.predict)
     assert out["masks"].shape == (1, 4, 28, 28)
-    masks = jnp.asarray(_random_masks(np_rng, 1, 2, IMAGE, IMAGE))
+    masks = jnp.asarray(np.packbits(_random_masks(np_rng, 1, 2, IMAGE, IMAGE), axis=-1))
     loss = head.apply(variables, maps, boxes, classes, jnp.ones((1, 4), bool), masks,
                       jnp.zeros((1, 4), jnp.int32), (IMAGE, IMAGE), method=head.losses)
     np.testing.assert_allclose(float(loss["loss_mask"]), np.log(2.0), atol=0.05)

@@ -433,7 +433,7 @@ def instance_batch(rng, valid: bool, n=2, m=3, size=64):
                 masks[i, j, y0:y0 + h, x0:x0 + w] = 1
                 is_valid[i, j] = True
     targets = {"boxes": boxes, "classes": rng.integers(0, K, size=(n, m)).astype(np.int32),
-               "masks": masks, "valid": is_valid,
+               "mask_bits": np.packbits(masks, axis=-1), "valid": is_valid,
                "image_size": np.asarray([[size, size], [size - 8, size]], np.int32)}
     return jnp.asarray(images), jax.tree.map(jnp.asarray, targets)
 

@@ -250,14 +250,24 @@ def augment_instances(example: Mapping[str, Any], rng: np.random.Generator,
     return out
 
 
+def pack_masks(masks: np.ndarray) -> np.ndarray:
+    """0/1 masks ``(..., H, W)`` -> bits ``(..., H, ceil(W / 8))`` uint8, 8 pixels a byte
+    along W, the first in the highest bit (``np.packbits(axis=-1)``), the layout the model's
+    ground-truth gathers read: a training batch carries its masks 8x smaller."""
+    return np.packbits(np.asarray(masks, bool), axis=-1)
+
+
 class InstanceAugment:
-    """``augment_instances`` as grain's random_map transform (a class, so it pickles)."""
+    """``augment_instances`` as grain's random_map transform (a class, so it pickles), with
+    the masks bit-packed: ``"mask_bits"`` uint8 (M, h, ceil(w / 8)) replaces ``"masks"``."""
 
     def __init__(self, cfg: InstanceAugmentConfig | Any):
         self.cfg = InstanceAugmentConfig.from_config(cfg)
 
     def __call__(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return augment_instances(example, rng, self.cfg)
+        out = augment_instances(example, rng, self.cfg)
+        out["mask_bits"] = pack_masks(out.pop("masks"))
+        return out
 
     def __repr__(self) -> str:
         return f"InstanceAugment({self.cfg!r})"

@@ -7,7 +7,7 @@ H x W padded image, K classes, P points per region, C feature channels. Boxes ar
 `(x0, y0, x1, y1)` in image pixels; "box-relative" points are `(x, y)` in [0, 1] of the box.
 
 Both heads have the same interface:
-  `losses(features, boxes, classes, valid, gt_masks, gt_index, image_shape)` ->
+  `losses(features, boxes, classes, valid, mask_bits, gt_index, image_shape)` ->
      dict of scalar losses over the `valid` regions (training; needs a "points" rng);
   `predict(features, boxes, classes, image_shape)` -> {"masks": (N, R, S, S) logits of each
      region's class, "coarse_masks": (N, R, s, s), "points": [(N, R, P_i, 2)] box-relative}.
@@ -58,21 +58,23 @@ def sample_feature_maps(features: Sequence[Array], strides: Sequence[int], point
     return jnp.concatenate(out, axis=-1)
 
 
-def _instance_pixels(masks: Array, gt_index: Array, ys: Array, xs: Array) -> Array:
-    """`masks (N, M, H, W)` at integer pixels `(ys, xs) (N, R, ...)` of instance `gt_index
-    (N, R)`, 0 outside the image; float32 `(N, R, ...)`. Gathers from the flat masks, so
-    no per-region copy of a mask is ever made."""
-    n, m, h, w = masks.shape
-    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+def _instance_pixels(mask_bits: Array, width: int, gt_index: Array, ys: Array, xs: Array) -> Array:
+    """Bit-packed masks `mask_bits (N, M, H, ceil(W / 8))` (NumPy's `packbits(axis=-1)`: 8
+    pixels a byte along W, the first in the highest bit) at integer pixels `(ys, xs)
+    (N, R, ...)` of instance `gt_index (N, R)`, 0 outside the image; float32 `(N, R, ...)`.
+    Gathers single bytes from the flat bits, so no per-region copy of a mask is ever made."""
+    n, m, h, wb = mask_bits.shape
+    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < width)
+    xs = jnp.clip(xs, 0, width - 1)
     extra = (1,) * (ys.ndim - 2)
-    rows = (gt_index.reshape(n, -1, *extra) * (h * w) + jnp.clip(ys, 0, h - 1) * w
-            + jnp.clip(xs, 0, w - 1))
-    flat = masks.reshape(n, m * h * w)
-    values = jnp.take_along_axis(flat, rows.reshape(n, -1), axis=1).reshape(ys.shape)
-    return jnp.where(inside, values.astype(jnp.float32), 0.0)
+    rows = gt_index.reshape(n, -1, *extra) * (h * wb) + jnp.clip(ys, 0, h - 1) * wb + xs // 8
+    flat = mask_bits.reshape(n, m * h * wb)
+    byte = jnp.take_along_axis(flat, rows.reshape(n, -1), axis=1).reshape(ys.shape)
+    bit = (byte.astype(jnp.int32) >> (7 - xs % 8)) & 1
+    return jnp.where(inside, bit.astype(jnp.float32), 0.0)
 
 
-def _bilinear_instance(masks: Array, gt_index: Array, px: Array, py: Array) -> Array:
+def _bilinear_instance(mask_bits: Array, width: int, gt_index: Array, px: Array, py: Array) -> Array:
     """Bilinear value of instance masks at pixel-index coordinates `(px, py)` (pixel `i` has its
     centre at `i`); corners outside the image count as 0 (grid_sample zero padding)."""
     x0, y0 = jnp.floor(px), jnp.floor(py)
@@ -81,24 +83,27 @@ def _bilinear_instance(masks: Array, gt_index: Array, px: Array, py: Array) -> A
     value = 0.0
     for dy, wy in ((0, 1.0 - fy), (1, fy)):
         for dx, wx in ((0, 1.0 - fx), (1, fx)):
-            value = value + wy * wx * _instance_pixels(masks, gt_index, y0 + dy, x0 + dx)
+            value = value + wy * wx * _instance_pixels(mask_bits, width, gt_index, y0 + dy, x0 + dx)
     return value
 
 
-def sample_instance_masks(masks: Array, gt_index: Array, points: Array) -> Array:
+def sample_instance_masks(mask_bits: Array, width: int, gt_index: Array, points: Array) -> Array:
     """Ground-truth mask values at image-pixel `points (N, R, P, 2)`: bilinear on the 0/1 mask
-    `masks[n, gt_index[n, r]]` (`masks (N, M, H, W)`), zero outside the image, like
-    detectron2's `sample_point_labels` (grid_sample, align_corners=False). -> `(N, R, P)`."""
-    return _bilinear_instance(masks, gt_index, points[..., 0] - 0.5, points[..., 1] - 0.5)
+    of instance `gt_index[n, r]` (`mask_bits (N, M, H, ceil(W / 8))`, see `_instance_pixels`, W =
+    `width`), zero outside the image, like detectron2's `sample_point_labels` (grid_sample,
+    align_corners=False). -> `(N, R, P)`."""
+    return _bilinear_instance(mask_bits, width, gt_index, points[..., 0] - 0.5,
+                              points[..., 1] - 0.5)
 
 
-def crop_and_resize_masks(masks: Array, gt_index: Array, boxes: Array, size: int,
+def crop_and_resize_masks(mask_bits: Array, width: int, gt_index: Array, boxes: Array, size: int,
                           sampling_ratio: int) -> Array:
-    """Mask R-CNN's mask targets: instance `gt_index (N, R)` of `masks (N, M, H, W)` cropped to
-    `boxes (N, R, 4)` and resized to `(size, size)` by aligned ROIAlign (torchvision's rules,
-    `sampling_ratio` x `sampling_ratio` samples per bin), thresholded at 0.5 -> float32
-    `(N, R, size, size)` of 0/1 (detectron2's `BitMasks.crop_and_resize`)."""
-    _, _, h, w = masks.shape
+    """Mask R-CNN's mask targets: instance `gt_index (N, R)` of the packed masks `mask_bits
+    (N, M, H, ceil(W / 8))` (W = `width`) cropped to `boxes (N, R, 4)` and resized to
+    `(size, size)` by aligned ROIAlign (torchvision's rules, `sampling_ratio` x
+    `sampling_ratio` samples per bin), thresholded at 0.5 -> float32 `(N, R, size, size)` of
+    0/1 (detectron2's `BitMasks.crop_and_resize`)."""
+    h, w = mask_bits.shape[2], width
     s = sampling_ratio
     offsets = (jnp.arange(size * s, dtype=jnp.float32) + 0.5) / (size * s)  # fine grid
     start = boxes[..., :2] - 0.5  # aligned: pixel-index coordinates
@@ -109,7 +114,7 @@ def crop_and_resize_masks(masks: Array, gt_index: Array, boxes: Array, size: int
     px = jnp.broadcast_to(px[..., None, :], (*px.shape[:-1], size * s, size * s))
     # torchvision: a sample beyond one pixel outside is 0; otherwise it is clamped inside.
     outside = (py < -1.0) | (py > h) | (px < -1.0) | (px > w)
-    value = _bilinear_instance(masks, gt_index, jnp.clip(px, 0.0, w - 1.0),
+    value = _bilinear_instance(mask_bits, width, gt_index, jnp.clip(px, 0.0, w - 1.0),
                                jnp.clip(py, 0.0, h - 1.0))
     value = jnp.where(outside, 0.0, value)
     n, r = gt_index.shape
@@ -234,10 +239,11 @@ class PointRendMaskHead(nn.Module):
         out = self.point_head(fine.reshape(n * r, p, -1).astype(self.dtype), coarse_at)
         return out.reshape(n, r, p, self.num_classes).astype(jnp.float32)
 
-    def losses(self, features, boxes, classes, valid, gt_masks, gt_index, image_shape
+    def losses(self, features, boxes, classes, valid, mask_bits, gt_index, image_shape
                ) -> Dict[str, Array]:
         coarse = self.coarse_logits(features, boxes, image_shape)
-        targets = crop_and_resize_masks(gt_masks, gt_index, boxes, self.coarse_side,
+        width = image_shape[1]
+        targets = crop_and_resize_masks(mask_bits, width, gt_index, boxes, self.coarse_side,
                                         self.mask_target_sampling_ratio)
         loss_mask = _masked_bce(_class_channel(coarse, classes), targets, valid)
         n, r = classes.shape
@@ -247,7 +253,7 @@ class PointRendMaskHead(nn.Module):
             self.train_num_points, oversample_ratio=self.oversample_ratio,
             importance_sample_ratio=self.importance_sample_ratio).reshape(n, r, -1, 2)
         rel = jax.lax.stop_gradient(rel)
-        labels = sample_instance_masks(gt_masks, gt_index, points_in_image(boxes, rel))
+        labels = sample_instance_masks(mask_bits, width, gt_index, points_in_image(boxes, rel))
         point = _class_channel(self.point_logits(features, boxes, rel, coarse), classes)
         return {"loss_mask": loss_mask, "loss_mask_point": _masked_bce(point, labels, valid)}
 
@@ -304,10 +310,10 @@ class MaskRCNNConvHead(nn.Module):
                     name="predictor")(x)
         return x.reshape(n, r, *x.shape[1:]).astype(jnp.float32)
 
-    def losses(self, features, boxes, classes, valid, gt_masks, gt_index, image_shape):
+    def losses(self, features, boxes, classes, valid, mask_bits, gt_index, image_shape):
         logits = _class_channel(self(features, boxes), classes)
-        targets = crop_and_resize_masks(gt_masks, gt_index, boxes, logits.shape[-1],
-                                        self.sampling_ratio)
+        targets = crop_and_resize_masks(mask_bits, image_shape[1], gt_index, boxes,
+                                        logits.shape[-1], self.sampling_ratio)
         return {"loss_mask": _masked_bce(logits, targets, valid)}
 
     def predict(self, features, boxes, classes, image_shape):

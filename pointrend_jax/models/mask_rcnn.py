@@ -8,7 +8,8 @@ image, D detections per image, K classes. Boxes are `(x0, y0, x1, y1)` in image 
 Training, `__call__(images, targets, train=True)` (needs a "points" rng) -> dict of scalar
 losses: `loss_rpn_cls`, `loss_rpn_loc`, `loss_cls`, `loss_box_reg`, `loss_mask` and, with
 the PointRend head, `loss_mask_point`. `targets` is the batch of `data.instance_augment`:
-`boxes (N, M, 4)`, `classes (N, M)`, `masks (N, M, H, W)` uint8, `valid (N, M)`,
+`boxes (N, M, 4)`, `classes (N, M)`, `mask_bits (N, M, H, ceil(W / 8))` uint8 (the 0/1
+masks packed 8 pixels a byte along W, `numpy.packbits(axis=-1)`), `valid (N, M)`,
 `image_size (N, 2)` (the unpadded (h, w) boxes are clipped to).
 
 Inference, `predict(images, image_sizes)` (or `__call__(images)` with train=False) ->
@@ -299,7 +300,7 @@ class MaskRCNN(nn.Module):
         num_fg = int(self.roi.batch_size_per_image * self.roi.positive_fraction)
         out.update(self.mask_head.losses(
             features, regions[:, :num_fg], classes[:, :num_fg].clip(0, self.num_classes - 1),
-            positive[:, :num_fg], targets["masks"], gt[:, :num_fg], images.shape[1:3]))
+            positive[:, :num_fg], targets["mask_bits"], gt[:, :num_fg], images.shape[1:3]))
         return out
 
     # ------------------------------------------------------------------ inference
@@ -344,7 +345,7 @@ class MaskRCNN(nn.Module):
                  train: bool = False):
         if train:
             if targets is None:
-                raise ValueError("MaskRCNN: training needs targets (boxes, classes, masks, "
+                raise ValueError("MaskRCNN: training needs targets (boxes, classes, mask_bits, "
                                  "valid, image_size)")
             return self.losses(images, targets)
         return self.predict(images)
