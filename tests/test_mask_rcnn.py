@@ -480,3 +480,44 @@ def test_training_step_deterministic_in_points_rng_and_reaches_every_group(train
         for layer, g in tree.items():
             assert float(jnp.abs(g["kernel"]).sum()) > 0, layer
     assert float(jnp.abs(grads["net"]["backbone"]["conv1"]["kernel"]).sum()) > 0
+
+
+def test_mask_head_trains_on_the_regressed_boxes_of_each_regions_class(trained_step, np_rng):
+    """TRAIN_ON_PRED_BOXES: the mask head's boxes are the box head's own-class regression of
+    the sampled regions (detectron2's predict_boxes_for_gt_classes); off, the regions."""
+    model, variables, _ = trained_step
+    images, targets = instance_batch(np_rng, valid=True)
+    key = jax.random.PRNGKey(int(np_rng.integers(2**31)))
+    # a box regressor that moves boxes visibly (its init, std 0.001, barely does)
+    params = jax.tree.map(lambda x: x, variables["params"])
+    kernel = params["box_head"]["bbox_pred"]["kernel"]
+    params["box_head"]["bbox_pred"]["kernel"] = jnp.asarray(
+        np_rng.normal(0, 0.05, kernel.shape), kernel.dtype)
+    variables = {**variables, "params": params}
+    seen = {}
+
+    def spy(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if isinstance(context.module, FastRCNNHead):
+            seen["deltas"] = out[1]
+        elif context.method_name == "losses" and context.module is not None and \
+                type(context.module).__name__ == "PointRendMaskHead":
+            seen["boxes"], seen["classes"], seen["valid"] = args[1], args[2], args[3]
+        return out
+
+    def mask_inputs(flag):
+        m = model.clone(roi=dataclasses.replace(model.roi, train_on_pred_boxes=flag))
+        with nn.intercept_methods(spy):
+            m.apply(variables, images, targets, train=True, rngs={"points": key},
+                    mutable=["batch_stats"])
+        return {k: np.asarray(v) for k, v in seen.items()}
+
+    plain, regressed = mask_inputs(False), mask_inputs(True)
+    num_fg = plain["boxes"].shape[1]
+    own = np.take_along_axis(plain["deltas"][:, :num_fg], plain["classes"][..., None, None],
+                             axis=2)[:, :, 0]
+    want = np_decode(own, plain["boxes"], BOX_WEIGHTS)
+    valid = plain["valid"]
+    assert valid.any()
+    np.testing.assert_allclose(regressed["boxes"][valid], want[valid], rtol=1e-5, atol=1e-3)
+    assert np.abs(regressed["boxes"][valid] - plain["boxes"][valid]).max() > 0.5  # pixels
