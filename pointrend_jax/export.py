@@ -22,6 +22,11 @@ serve. N is symbolic (`b`, any batch size, one artifact) unless `--batch N` fixe
 subdivision's top_k, gathers and scatters all take a batch dimension, so nothing in the model
 needs a fixed N.
 
+Instance runs (Mask R-CNN) export the detections instead: `serve(images) -> {"boxes" (N, D, 4),
+"scores" (N, D), "classes" (N, D), "valid" (N, D), "masks" (N, D, S, S)}`, each mask its
+detection's class probability over its box, to paste into the image on the client
+(`make_instance_serving_fn`; `InstancePredictor.predict` does the same and pastes).
+
 Why it is a one-liner here: subdivision has static shapes (a fixed number of points per step,
 exact top_k, no boolean indexing), so the whole prediction is one traceable function. The
 SavedModel needs two adjustments for the older StableHLO inside TensorFlow's XlaCallModule
@@ -66,6 +71,36 @@ def make_serving_fn(model, size_divisor: int) -> ServeFn:
     return serve
 
 
+INSTANCE_OUTPUTS = ("boxes", "scores", "classes", "valid", "masks")
+
+
+def make_instance_serving_fn(model, size_divisor: int) -> Callable:
+    """For instance models (`MaskRCNN`): `serve(variables, images uint8 (N, H, W, 3)) ->
+    {"boxes" (N, D, 4) float32 (x0, y0, x1, y1) pixels, "scores" (N, D) float32, "classes"
+    (N, D) int32, "valid" (N, D) bool, "masks" (N, D, S, S) float32}`: the detections of
+    `MaskRCNN.predict` (padded rows have valid False), each mask the probability of its
+    detection's class on an S x S grid over its box (224 for PointRend, 28 for Mask R-CNN),
+    to paste into the image (`coco_metrics.paste_masks`, threshold 0.5)."""
+
+    def serve(variables, images):
+        n, h, w, _ = images.shape
+        padded = jnp.pad(images, ((0, 0), (0, -h % size_divisor), (0, -w % size_divisor), (0, 0)))
+        sizes = jnp.broadcast_to(jnp.asarray([h, w], jnp.int32), (n, 2))
+        out = model.apply(variables, padded, sizes, method=model.predict)
+        return {"boxes": out["boxes"], "scores": out["scores"], "classes": out["classes"],
+                "valid": out["valid"], "masks": jax.nn.sigmoid(out["masks"])}
+
+    return serve
+
+
+def _serving_fn(model, size_divisor: int) -> Callable:
+    from pointrend_jax.models.mask_rcnn import MaskRCNN
+
+    if isinstance(model, MaskRCNN):
+        return make_instance_serving_fn(model, size_divisor)
+    return make_serving_fn(model, size_divisor)
+
+
 def input_shape(height: int, width: int, batch: Optional[int]) -> Tuple[Any, ...]:
     """`(N, H, W, 3)` with N symbolic (`b`) when `batch` is None."""
     for name, value in (("height", height), ("width", width)):
@@ -83,9 +118,10 @@ def input_shape(height: int, width: int, batch: Optional[int]) -> Tuple[Any, ...
 def export_serving(model, variables, *, height: int, width: int, size_divisor: int,
                    batch: Optional[int] = None,
                    platforms: Sequence[str] = DEFAULT_PLATFORMS) -> jax.export.Exported:
-    """The serving function of `model` with `variables` baked in as constants, exported for
-    uint8 images `(batch or b, height, width, 3)` on `platforms`."""
-    serve = make_serving_fn(model, size_divisor)
+    """The serving function of `model` (`make_serving_fn`, or `make_instance_serving_fn` for
+    instance models) with `variables` baked in as constants, exported for uint8 images
+    `(batch or b, height, width, 3)` on `platforms`."""
+    serve = _serving_fn(model, size_divisor)
     constants = jax.tree.map(np.asarray, variables)  # weights inside the artifact
     spec = jax.ShapeDtypeStruct(input_shape(height, width, batch), jnp.uint8)
     return jax.export.export(jax.jit(lambda images: serve(constants, images)),
@@ -175,13 +211,14 @@ def save_saved_model(path: str, model, variables, *, height: int, width: int,
                      platforms: Sequence[str] = DEFAULT_PLATFORMS) -> None:
     """Writes a SavedModel of the serving function to `path`: signature `serving_default`,
     input `images` uint8 `(batch or None, height, width, 3)`, outputs `classes` int32
-    `(N, H, W)` and `logits` float32 `(N, H, W, K)`; weights as (non-trainable) TF variables."""
+    `(N, H, W)` and `logits` float32 `(N, H, W, K)` (instance models: the outputs of
+    `make_instance_serving_fn`); weights as (non-trainable) TF variables."""
     tf = import_tensorflow()
     from jax.experimental import jax2tf
 
     input_shape(height, width, batch)  # validates the arguments
     polymorphic = None if batch is not None else f"(b, {height}, {width}, 3)"
-    converted = jax2tf.convert(make_serving_fn(model, size_divisor),
+    converted = jax2tf.convert(_serving_fn(model, size_divisor),
                                polymorphic_shapes=[None, polymorphic], with_gradient=False,
                                native_serialization_platforms=tuple(platforms))
     tf_variables = tf.nest.map_structure(
@@ -207,7 +244,10 @@ def save_saved_model(path: str, model, variables, *, height: int, width: int,
             tf.shape(images)], summarize=4)
         with tf.control_dependencies([check]):
             images = tf.identity(images)
-        classes, logits = converted(tf_variables, images)
+        out = converted(tf_variables, images)
+        if isinstance(out, dict):  # instance models: their named outputs
+            return out
+        classes, logits = out
         return {"classes": classes, "logits": logits}
 
     with _lowering_for_tensorflow():
@@ -222,8 +262,7 @@ def export_run(workdir: str, out: str, *, step: Optional[int] = None,
     """Exports checkpoint `step` (None: latest) of the run in `workdir` into `out` (see the
     module docstring); height/width default to the run's `config.augment.crop_size`, batch
     None is symbolic. Returns what `out/export.json` records."""
-    from pointrend_jax.models.build import task_of
-    from pointrend_jax.models.pointrend import build_model
+    from pointrend_jax.models.build import build_task_model, task_of
     from pointrend_jax.predictor import read_run, restore_variables
 
     if (height is None) != (width is None):
@@ -232,14 +271,10 @@ def export_run(workdir: str, out: str, *, step: Optional[int] = None,
     if saved_model:
         import_tensorflow()  # fail before the slow part
     config, class_names = read_run(workdir)
-    if task_of(config) == "instance":
-        raise ValueError(f"{workdir} holds an instance segmentation run (Mask R-CNN); this "
-                         "exporter writes semantic segmentation models only. Serve instance "
-                         "models with pointrend_jax.load(workdir).predict(image)")
     if height is None:
         height, width = (int(s) for s in config.augment.crop_size)
     input_shape(height, width, batch)  # argument errors before the checkpoint is read
-    model = build_model(config.model, config.pointrend, len(class_names))
+    model = build_task_model(config, len(class_names))
     variables, step = restore_variables(workdir, model, tuple(config.augment.crop_size), step)
     size = dict(height=height, width=width, size_divisor=int(config.eval.size_divisor),
                 batch=batch, platforms=platforms)
@@ -252,19 +287,36 @@ def export_run(workdir: str, out: str, *, step: Optional[int] = None,
         save_saved_model(os.path.join(out, SAVED_MODEL), model, variables, **size)
 
     n = "b" if batch is None else batch
+    if task_of(config) == "instance":
+        d, side = _instance_output_sizes(model)
+        outputs = {"boxes": {"shape": [n, d, 4], "dtype": "float32"},
+                   "scores": {"shape": [n, d], "dtype": "float32"},
+                   "classes": {"shape": [n, d], "dtype": "int32"},
+                   "valid": {"shape": [n, d], "dtype": "bool"},
+                   "masks": {"shape": [n, d, side, side], "dtype": "float32"}}
+    else:
+        outputs = {"classes": {"shape": [n, height, width], "dtype": "int32"},
+                   "logits": {"shape": [n, height, width, len(class_names)],
+                              "dtype": "float32"}}
     info = {
         "workdir": os.path.abspath(workdir), "step": int(step), "height": height,
         "width": width, "batch": "dynamic" if batch is None else batch,
         "platforms": list(platforms), "class_names": list(class_names),
         "inputs": {"images": {"shape": [n, height, width, 3], "dtype": "uint8"}},
-        "outputs": {"classes": {"shape": [n, height, width], "dtype": "int32"},
-                    "logits": {"shape": [n, height, width, len(class_names)],
-                               "dtype": "float32"}},
+        "outputs": outputs,
         "files": [JAX_EXPORTED] + ([SAVED_MODEL] if saved_model else []),
     }
     with open(os.path.join(out, EXPORT_JSON), "w") as f:
         json.dump(info, f, indent=2)
     return info
+
+
+def _instance_output_sizes(model) -> Tuple[int, int]:
+    """(detections per image, mask side) of an instance model's outputs."""
+    head = model.mask_head
+    side = (head.coarse_side * 2 ** head.subdivision_steps if hasattr(head, "subdivision_steps")
+            else 2 * head.pooler_side)
+    return model.roi.detections_per_image, side
 
 
 def _batch_arg(value: str) -> Optional[int]:

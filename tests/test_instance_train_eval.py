@@ -103,12 +103,39 @@ def test_load_predict_returns_what_eval_wrote(synthetic_run, np_rng):
         predictor.predict(odd.astype(np.float32))
 
 
-def test_export_refuses_instance_runs_by_name(synthetic_run, tmp_path):
-    from pointrend_jax.export import export_run
+def test_export_of_an_instance_run_equals_predict(synthetic_run, tmp_path, np_rng):
+    """python -m pointrend_jax.export on an instance run: the jax.export artifact and the
+    SavedModel give predict's detections and mask probabilities."""
+    import jax
+
+    from pointrend_jax.export import export_run, main
+    from pointrend_jax.instance_predictor import make_instance_predict_fn
 
     workdir, _, _ = synthetic_run
-    with pytest.raises(ValueError, match="instance segmentation run"):
-        export_run(workdir, str(tmp_path / "out"), saved_model=False)
+    out = str(tmp_path / "export")
+    assert main(["--workdir", workdir, "--out", out]) == 0
+    with open(os.path.join(out, "export.json")) as f:
+        info = json.load(f)
+    assert info["outputs"]["masks"]["shape"] == ["b", 8, 224, 224]
+    images = np_rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    predictor = pointrend_jax.load(workdir)
+    want = jax.device_get(make_instance_predict_fn(predictor.model)(
+        predictor.variables, images, np.tile(np.asarray([[64, 64]], np.int32), (3, 1))))
+    with open(os.path.join(out, "model.jax_exported"), "rb") as f:
+        got = jax.device_get(jax.export.deserialize(f.read()).call(images))
+
+    import tensorflow as tf
+
+    served = tf.saved_model.load(os.path.join(out, "saved_model")).signatures["serving_default"](
+        images=tf.constant(images))
+    for outputs in (got, {k: v.numpy() for k, v in served.items()}):
+        np.testing.assert_array_equal(outputs["valid"], want["valid"])
+        np.testing.assert_array_equal(outputs["classes"], want["classes"])
+        np.testing.assert_allclose(outputs["boxes"], want["boxes"], atol=1e-3)
+        np.testing.assert_allclose(outputs["scores"], want["scores"], atol=1e-5)
+        np.testing.assert_allclose(outputs["masks"], 1 / (1 + np.exp(-want["masks"])), atol=1e-4)
+    with pytest.raises(ValueError, match="height"):
+        export_run(workdir, str(tmp_path / "bad"), height=0, width=64, saved_model=False)
 
 
 def test_coco_format_fake_trains_and_evaluates_with_the_maskrcnn_head(tmp_path, np_rng):

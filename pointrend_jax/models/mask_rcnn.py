@@ -373,7 +373,7 @@ def build_instance_model(model_cfg, pointrend_cfg, num_classes: int) -> MaskRCNN
         nms_thresh_test=h.nms_thresh_test, detections_per_image=h.detections_per_image,
         test_topk_candidates=h.test_topk_candidates, pooler_side=h.box_pooler_side,
         sampling_ratio=h.sampling_ratio, fc_dim=h.box_fc_dim, num_fc=h.box_num_fc,
-        train_on_pred_boxes=h.train_on_pred_boxes)
+        train_on_pred_boxes=h.get("train_on_pred_boxes", True))
     if model_cfg.mask_head == "pointrend":
         mask_head = PointRendMaskHead(
             num_classes, coarse_features=tuple(h.coarse_mask_features),
