@@ -9,6 +9,12 @@ boundary IoU, pixel accuracy and per-class IoU as fractions), prints the two sid
 saves PNGs (image | ground truth | coarse | PointRend with the chosen points) under
 DIR/eval/examples/, and with --config.eval.save_predictions=True every PointRend
 prediction as DIR/eval/predictions/STEM.png (uint8 class ids at the image's size).
+
+Instance configs (configs/synthetic_instances.py, coco_format.py, coco_pointrend_r50_fpn.py)
+are evaluated with pycocotools instead: metrics.json holds bbox and mask AP (AP, AP50, AP75,
+APs/m/l) and Boundary AP of the coarse 7x7 masks and of PointRend's 224x224 masks, examples
+show ground truth | coarse | PointRend, and save_predictions writes DIR/eval/predictions.json
+in the COCO results format.
 """
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Trains PointRend semantic segmentation, on one device, many, or many hosts.
+"""Trains PointRend semantic segmentation, or instance segmentation (Mask R-CNN with the
+PointRend mask head: configs/synthetic_instances.py, coco_format.py, coco_pointrend_r50_fpn.py),
+on one device, many, or many hosts.
 
     python train.py --config configs/synthetic_multiclass.py[:runlocal] --workdir DIR \
         [--config.key=value ...] [--coordinator_address=HOST:PORT --num_processes=N --process_id=I]
