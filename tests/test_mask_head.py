@@ -194,3 +194,20 @@ def test_maskrcnn_head_shapes_and_loss(np_rng):
     loss = head.apply(variables, maps, boxes, classes, jnp.ones((1, 4), bool), masks,
                       jnp.zeros((1, 4), jnp.int32), (IMAGE, IMAGE), method=head.losses)
     np.testing.assert_allclose(float(loss["loss_mask"]), np.log(2.0), atol=0.05)
+
+
+def test_upsample_2x2_equals_torch_conv_transpose(np_rng):
+    from pointrend_jax.models.mask_head import Upsample2x2
+
+    x = np_rng.standard_normal((2, 3, 4, 6)).astype(np.float32)
+    up = Upsample2x2(5)
+    variables = up.init(jax.random.key(int(np_rng.integers(1 << 30))), x)
+    params = {"kernel": np_rng.standard_normal((6, 2, 2, 5)), "bias": np_rng.standard_normal(5)}
+    got = np.asarray(up.apply({"params": jax.tree.map(jnp.float32, params)}, x))
+    assert variables["params"]["kernel"].shape == (6, 2, 2, 5)
+    deconv = torch.nn.ConvTranspose2d(6, 5, kernel_size=2, stride=2).double()
+    with torch.no_grad():
+        deconv.weight.copy_(torch.from_numpy(params["kernel"].transpose(0, 3, 1, 2)))
+        deconv.bias.copy_(torch.from_numpy(params["bias"]))
+        want = deconv(torch.from_numpy(x.astype(np.float64)).permute(0, 3, 1, 2))
+    np.testing.assert_allclose(got, want.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-5)
