@@ -6,7 +6,8 @@ and PointRend's 224x224 masks (one PointRend model), and the standard 28x28 Mask
 
 Both variants train `configs/synthetic_instances.py` (same seed, data and schedule) for
 `--steps` steps and are evaluated with pycocotools on the 128 val images. Compile time is
-the first step's wall time minus a later step's (the persistent compilation cache is off).
+the train step's lowering + compilation with the persistent cache off; images/s is timed over
+20 steps of one batch after compiling (`--timing-only` prints just these, for a quiet machine).
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def load_config():
     return module.get_config()
 
 
-def compile_seconds(config) -> float:
-    """Wall time to trace and compile the train step (no cache)."""
+def step_timing(config, steps: int = 20):
+    """(compile seconds, images/s) of the jitted train step on one real batch, no cache."""
     import jax
 
     from pointrend_jax import train_lib
@@ -51,17 +52,32 @@ def compile_seconds(config) -> float:
                                          tuple(config.augment.crop_size), mesh, config.mesh)
     batch = next(train_iterator(data.train, global_batch_size=config.train.batch_size, seed=0,
                                 augment_cfg=None, transform=InstanceAugment(config.augment)))
+    batch = train_lib.global_batch(batch, mesh)
     step = train_lib.jit_train_step(train_lib.make_train_step(model, tx, schedule, config.loss),
                                     state, mesh)
+    rng = jax.random.key(1)
     start = time.perf_counter()
-    step.lower(state, train_lib.global_batch(batch, mesh), jax.random.key(1)).compile()
-    return time.perf_counter() - start
+    compiled = step.lower(state, batch, rng).compile()
+    compile_s = time.perf_counter() - start
+    state, _ = compiled(state, batch, rng)  # warm-up
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, _ = compiled(state, batch, rng)
+    jax.block_until_ready(state)
+    return compile_s, steps * config.train.batch_size / (time.perf_counter() - start)
+
+
+HEADS = {"pointrend": ("coarse 7x7 (PointRend model)", "PointRend 224x224"),
+         "maskrcnn": ("Mask R-CNN 28x28 head",)}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "instance_quality"))
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only the compile time and images/s of each head's train step")
     args = parser.parse_args()
     import jax
 
@@ -69,37 +85,41 @@ def main():
     from pointrend_jax.evaluation import evaluate
     from pointrend_jax.training import train
 
+    config = load_config()
+    print(f"\nMachine: {describe()}")
+    timing = {}
+    for head in HEADS:
+        config = load_config()
+        config.model.mask_head = head
+        timing[head] = step_timing(config)
+    print(f"train step, batch {config.train.batch_size} of "
+          f"{'x'.join(map(str, config.augment.crop_size))}, 20 steps timed after compiling")
+    print("| mask head | compile s | train img/s |\n|---|---:|---:|")
+    for head, (compile_s, speed) in timing.items():
+        print(f"| {head} | {compile_s:.0f} | {speed:.1f} |")
+    if args.timing_only:
+        return
+
     rows = []
-    for head in ("pointrend", "maskrcnn"):
+    for head, names in HEADS.items():
         config = load_config()
         config.model.mask_head = head
         config.train.num_steps = args.steps
         config.train.image_summary_every = 0
-        compile_s = compile_seconds(config)
         workdir = os.path.join(args.workdir, head)
-        train(config, workdir)
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            logged = [json.loads(line) for line in f]
-        speed = sorted(m["images_per_sec"] for m in logged[1:])[len(logged[1:]) // 2]
+        train(config, workdir)  # resumes, or returns at once when already trained
         results = evaluate(config, workdir)
-        if head == "pointrend":
-            rows.append(("coarse 7x7 (PointRend model)", results["coarse"], speed, compile_s))
-            rows.append(("PointRend 224x224", results["pointrend"], speed, compile_s))
-        else:
-            rows.append(("Mask R-CNN 28x28 head", results["coarse"], speed, compile_s))
-    config = load_config()
-    print(f"\nMachine: {describe()}")
-    print(f"synthetic instances, {args.steps} steps x {config.train.batch_size} images, "
+        for name, key in zip(names, ("coarse", "pointrend")):
+            rows.append((name, results[key]))
+    print(f"\nsynthetic instances, {args.steps} steps x {config.train.batch_size} images, "
           f"{config.data.num_val or 128} val images, AP in %")
-    header = "| masks | " + " | ".join(KEYS) + " | train img/s | compile s |"
-    print(header)
-    print("|" + "---|" * (len(KEYS) + 3))
-    for name, metrics, speed, compile_s in rows:
-        cells = " | ".join(f"{100 * metrics[k]:.1f}" for k in KEYS)
-        print(f"| {name} | {cells} | {speed:.1f} | {compile_s:.0f} |")
+    print("| masks | " + " | ".join(KEYS) + " |")
+    print("|" + "---|" * (len(KEYS) + 1))
+    for name, metrics in rows:
+        print(f"| {name} | " + " | ".join(f"{100 * metrics[k]:.1f}" for k in KEYS) + " |")
     base = rows[-1][1]["segm_AP"]
     if base > 0:
-        for name, metrics, _, _ in rows[:-1]:
+        for name, metrics in rows[:-1]:
             print(f"segm AP ratio {name} / 28x28 head: {metrics['segm_AP'] / base:.2f}")
 
 
