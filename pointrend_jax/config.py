@@ -194,25 +194,33 @@ def instance_config() -> ml_collections.ConfigDict:
     return c
 
 
-def instance_cpu_sized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A Mask R-CNN that trains usefully on the 128x128 synthetic instances on 2 CPU cores:
-    ResNet-18 at width 16 with trainable BN, 64-channel FPN, anchors 8..128 px, proposal and
-    region counts scaled to ~5 objects per picture, heads narrowed; PointRend's masks still
-    go 7 -> 224 in 5 steps of 784 points."""
-    c.data.name = "synthetic_instances"
-    c.augment.crop_size = (128, 128)
+def _small_instance_images(c: ml_collections.ConfigDict) -> None:
+    """What the CPU-sized and smoke-run instance models share: pictures used at their own size
+    (random scale 0.8..1.2, no shortest-edge resize), a ResNet-18 with trainable BN, nothing
+    frozen, anchors 8..128 px for objects of 8-60 px."""
     c.augment.short_side = ()
     c.augment.min_scale = 0.8
     c.augment.max_scale = 1.2
     c.augment.max_size = config_dict.placeholder(int)
     c.augment.test_short_side = config_dict.placeholder(int)
-    c.augment.max_instances = 16
     c.model.backbone.depth = 18
-    c.model.backbone.width = 16
     c.model.backbone.norm = "bn"
     c.model.backbone.freeze_at = 0
-    c.model.fpn_channels = 64
     c.model.rpn.anchor_sizes = (8, 16, 32, 64, 128)
+    c.eval.size_divisor = 32
+
+
+def instance_cpu_sized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A Mask R-CNN that trains usefully on the 128x128 synthetic instances on 2 CPU cores:
+    ResNet-18 at width 16 with trainable BN, 64-channel FPN, anchors 8..128 px, proposal and
+    region counts scaled to ~5 objects per picture, heads narrowed; PointRend's masks still
+    go 7 -> 224 in 5 steps of 784 points."""
+    _small_instance_images(c)
+    c.data.name = "synthetic_instances"
+    c.augment.crop_size = (128, 128)
+    c.augment.max_instances = 16
+    c.model.backbone.width = 16
+    c.model.fpn_channels = 64
     c.model.rpn.pre_nms_topk_train = 600
     c.model.rpn.post_nms_topk_train = 300
     c.model.rpn.pre_nms_topk_test = 300
@@ -235,7 +243,6 @@ def instance_cpu_sized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     c.train.log_every = 25
     c.train.checkpoint_every = 1000
     c.train.image_summary_every = 1000
-    c.eval.size_divisor = 32
     return c
 
 
@@ -244,20 +251,12 @@ def instance_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     c.data.num_train = 8
     c.data.num_val = 4
     c.data.image_size = 64
+    _small_instance_images(c)
     c.augment.crop_size = (64, 64)
-    c.augment.short_side = ()
-    c.augment.min_scale = 0.8
-    c.augment.max_scale = 1.2
-    c.augment.max_size = config_dict.placeholder(int)
-    c.augment.test_short_side = config_dict.placeholder(int)
     c.augment.max_instances = 8
-    c.model.backbone.depth = 18
     c.model.backbone.width = 8
-    c.model.backbone.norm = "bn"
-    c.model.backbone.freeze_at = 0
     c.model.backbone.pretrained = None
     c.model.fpn_channels = 16
-    c.model.rpn.anchor_sizes = (8, 16, 32, 64, 128)
     c.model.rpn.pre_nms_topk_train = 200
     c.model.rpn.post_nms_topk_train = 100
     c.model.rpn.pre_nms_topk_test = 200
@@ -281,7 +280,6 @@ def instance_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     c.train.checkpoint_every = 2
     c.train.image_summary_every = 4
     c.eval.num_examples = 2
-    c.eval.size_divisor = 32
     return c
 
 
@@ -290,45 +288,57 @@ def _choice(name, value, choices):
         raise ValueError(f"--config.{name}={value!r} is not one of {list(choices)}")
 
 
+def _check_positive(values) -> None:
+    for key, value in values.items():
+        if value < 1:
+            raise ValueError(f"--config.{key} must be >= 1; got {value}")
+
+
+def _check_fraction(key: str, value) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"--config.{key} must be in [0, 1]; got {value}")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the `--config.` key of the first inconsistent setting."""
-    _choice("task", config.get("task", "semantic"), ("semantic", "instance"))
-    if config.get("task", "semantic") == "instance":
-        _validate_instance(config)
-        return
-    _choice("model.head", config.model.head, COARSE_HEADS)
+    task = config.get("task", "semantic")
+    _choice("task", task, ("semantic", "instance"))
     _choice("model.dtype", config.model.dtype, ("float32", "bfloat16"))
     _choice("model.backbone.depth", config.model.backbone.depth, (18, 34, 50, 101, 152))
     _choice("model.backbone.norm", config.model.backbone.norm, ("frozen_bn", "bn", "gn"))
-    _choice("model.backbone.output_stride", config.model.backbone.output_stride, (8, 16, 32))
     _choice("pointrend.activation", config.pointrend.activation, ("relu", "elu"))
     _choice("optimizer.name", config.optimizer.name, ("sgd", "adamw"))
     _choice("optimizer.schedule", config.optimizer.schedule, ("poly", "steps", "cosine", "constant"))
-    positive = {
+    _check_positive({
         "train.batch_size": config.train.batch_size, "train.num_steps": config.train.num_steps,
         "train.log_every": config.train.log_every,
         "train.checkpoint_every": config.train.checkpoint_every,
+        "train.max_nonfinite_steps": config.train.max_nonfinite_steps,
         "pointrend.train_num_points": config.pointrend.train_num_points,
         "pointrend.subdivision_num_points": config.pointrend.subdivision_num_points,
         "eval.size_divisor": config.eval.size_divisor,
-        "train.max_nonfinite_steps": config.train.max_nonfinite_steps,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ValueError(f"--config.{key} must be >= 1; got {value}")
-    if config.pointrend.subdivision_steps < 0:
-        raise ValueError(f"--config.pointrend.subdivision_steps must be >= 0; got "
-                         f"{config.pointrend.subdivision_steps}")
-    if not 0.0 <= config.pointrend.importance_sample_ratio <= 1.0:
-        raise ValueError("--config.pointrend.importance_sample_ratio must be in [0, 1]; got "
-                         f"{config.pointrend.importance_sample_ratio}")
-    if config.pointrend.oversample_ratio < 1.0:
-        raise ValueError("--config.pointrend.oversample_ratio must be >= 1; got "
-                         f"{config.pointrend.oversample_ratio}")
+    })
+    _check_fraction("pointrend.importance_sample_ratio", config.pointrend.importance_sample_ratio)
     crop_h, crop_w = config.augment.crop_size
     if crop_h % 32 or crop_w % 32:
         raise ValueError(f"--config.augment.crop_size={tuple(config.augment.crop_size)} must be "
                          "multiples of 32 (the backbone's stride)")
+    if task == "instance":
+        _validate_instance(config)
+    else:
+        _validate_semantic(config)
+
+
+def _validate_semantic(config) -> None:
+    _choice("model.head", config.model.head, COARSE_HEADS)
+    _choice("model.backbone.output_stride", config.model.backbone.output_stride, (8, 16, 32))
+    if config.pointrend.subdivision_steps < 0:
+        raise ValueError(f"--config.pointrend.subdivision_steps must be >= 0; got "
+                         f"{config.pointrend.subdivision_steps}")
+    if config.pointrend.oversample_ratio < 1.0:
+        raise ValueError("--config.pointrend.oversample_ratio must be >= 1; got "
+                         f"{config.pointrend.oversample_ratio}")
+    crop_h, crop_w = config.augment.crop_size
     if config.pointrend.train_num_points > crop_h * crop_w:
         raise ValueError(f"--config.pointrend.train_num_points={config.pointrend.train_num_points} "
                          f"is more than the {crop_h * crop_w} pixels of a "
@@ -341,18 +351,8 @@ def _validate_instance(config) -> None:
 
     _choice("data.name", config.data.name, INSTANCE_DATASETS)
     _choice("model.mask_head", config.model.mask_head, MASK_HEADS)
-    _choice("model.dtype", config.model.dtype, ("float32", "bfloat16"))
-    _choice("model.backbone.depth", config.model.backbone.depth, (18, 34, 50, 101, 152))
-    _choice("model.backbone.norm", config.model.backbone.norm, ("frozen_bn", "bn", "gn"))
-    _choice("pointrend.activation", config.pointrend.activation, ("relu", "elu"))
-    _choice("optimizer.name", config.optimizer.name, ("sgd", "adamw"))
-    _choice("optimizer.schedule", config.optimizer.schedule, ("poly", "steps", "cosine", "constant"))
     rpn, roi = config.model.rpn, config.model.roi_heads
-    positive = {
-        "train.batch_size": config.train.batch_size, "train.num_steps": config.train.num_steps,
-        "train.log_every": config.train.log_every,
-        "train.checkpoint_every": config.train.checkpoint_every,
-        "train.max_nonfinite_steps": config.train.max_nonfinite_steps,
+    _check_positive({
         "augment.max_instances": config.augment.max_instances,
         "model.rpn.pre_nms_topk_train": rpn.pre_nms_topk_train,
         "model.rpn.post_nms_topk_train": rpn.post_nms_topk_train,
@@ -363,30 +363,15 @@ def _validate_instance(config) -> None:
         "model.roi_heads.detections_per_image": roi.detections_per_image,
         "model.roi_heads.test_topk_candidates": roi.test_topk_candidates,
         "model.roi_heads.sampling_ratio": roi.sampling_ratio,
-        "pointrend.train_num_points": config.pointrend.train_num_points,
-        "pointrend.subdivision_num_points": config.pointrend.subdivision_num_points,
-        "eval.size_divisor": config.eval.size_divisor,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ValueError(f"--config.{key} must be >= 1; got {value}")
+    })
     if len(rpn.anchor_sizes) != 5:
         raise ValueError(f"--config.model.rpn.anchor_sizes={tuple(rpn.anchor_sizes)} needs one "
                          "size per FPN level p2..p6 (5 values)")
-    for key in ("model.rpn.positive_fraction", "model.roi_heads.positive_fraction",
-                "pointrend.importance_sample_ratio"):
-        value = config[key.split(".")[0]]
-        for part in key.split(".")[1:]:
-            value = value[part]
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"--config.{key} must be in [0, 1]; got {value}")
+    _check_fraction("model.rpn.positive_fraction", rpn.positive_fraction)
+    _check_fraction("model.roi_heads.positive_fraction", roi.positive_fraction)
     if int(roi.batch_size_per_image * roi.positive_fraction) < 1:
         raise ValueError("--config.model.roi_heads.batch_size_per_image * positive_fraction must "
                          "allow at least one foreground region")
-    crop_h, crop_w = config.augment.crop_size
-    if crop_h % 32 or crop_w % 32:
-        raise ValueError(f"--config.augment.crop_size={tuple(config.augment.crop_size)} must be "
-                         "multiples of 32 (the backbone's stride)")
     if config.eval.size_divisor % 32:
         raise ValueError(f"--config.eval.size_divisor={config.eval.size_divisor} must be a "
                          "multiple of 32 (the backbone's stride)")
