@@ -51,13 +51,10 @@ def evaluate(config, workdir: str) -> dict:
     out_dir = os.path.join(workdir, "eval")
     write = jax.process_index() == 0
     pidx, pcount = jax.process_index(), jax.process_count()
-    count = num_eval_examples(data.val, process_index=pidx, process_count=pcount)
-    if config.eval.max_images is not None:
-        count = min(count, config.eval.max_images)
-    examples = eval_examples(data.val, process_index=pidx, process_count=pcount)
+    share = dict(process_index=pidx, process_count=pcount, max_examples=config.eval.max_images)
+    count = num_eval_examples(data.val, **share)
+    examples = eval_examples(data.val, **share)
     for i, example in enumerate(tqdm(examples, total=count, disable=not write, unit="img")):
-        if i >= count:
-            break
         out = predict_padded(predict, variables, example["image"][None], config.eval.size_divisor)
         label = example["label"][None]
         preds = {"coarse": np.asarray(out["coarse"].argmax(-1)),

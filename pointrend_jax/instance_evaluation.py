@@ -61,15 +61,12 @@ def evaluate_instances(config, workdir: str) -> dict:
     out_dir = os.path.join(workdir, "eval")
     write = jax.process_index() == 0
     pidx, pcount = jax.process_index(), jax.process_count()
-    count = num_eval_examples(data.val, process_index=pidx, process_count=pcount)
-    if config.eval.max_images is not None:
-        count = min(count, config.eval.max_images)
+    share = dict(process_index=pidx, process_count=pcount, max_examples=config.eval.max_images)
+    count = num_eval_examples(data.val, **share)
     results = {n: [] for n in names}
     image_ids = []
-    examples = eval_examples(data.val, process_index=pidx, process_count=pcount)
+    examples = eval_examples(data.val, **share)
     for i, example in enumerate(tqdm(examples, total=count, disable=not write, unit="img")):
-        if i >= count:
-            break
         out = predict_instances(predict, variables, example["image"], config.augment,
                                 config.eval.size_divisor, with_coarse=pointrend,
                                 with_points=pointrend and write and i < config.eval.num_examples)

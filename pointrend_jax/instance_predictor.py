@@ -20,6 +20,7 @@ import numpy as np
 
 from pointrend_jax.coco_metrics import paste_masks
 from pointrend_jax.data.instance_augment import InstanceAugmentConfig, prepare_eval_instances
+from pointrend_jax.predictor import check_image
 
 
 def make_instance_predict_fn(model):
@@ -90,9 +91,7 @@ class InstancePredictor:
         (D, H, W)}`, detections by decreasing score; `return_coarse` adds "coarse_masks"
         (the 7x7 coarse masks pasted), `return_points` adds "points" (image pixels per
         subdivision step)."""
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be uint8 (H, W, 3) RGB; got {image.dtype} {image.shape}")
+        image = check_image(image)
         return predict_instances(self._predict, self.variables, image, self.config.augment,
                                  self.config.eval.size_divisor, with_coarse=return_coarse,
                                  with_points=return_points)

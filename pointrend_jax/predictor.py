@@ -54,6 +54,14 @@ def predict_padded(predict, variables, images: np.ndarray, divisor: int) -> Dict
             "points": [np.asarray(p) * scale for p in out["points"]]}
 
 
+def check_image(image) -> np.ndarray:
+    """`image` as a uint8 `(H, W, 3)` RGB array, or a ValueError naming what it is instead."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 (H, W, 3) RGB; got {image.dtype} {image.shape}")
+    return image
+
+
 class Predictor:
     """A trained model restored from a workdir, on the default device."""
 
@@ -70,9 +78,7 @@ class Predictor:
         """`image` uint8 `(H, W, 3)` RGB -> class ids int32 `(H, W)`; with `return_logits`
         or `return_points` a dict `{"classes", "logits" (H, W, K), "coarse_logits",
         "points": [(P_s, 2) (x, y) in [0, 1] per subdivision step]}`."""
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be uint8 (H, W, 3) RGB; got {image.dtype} {image.shape}")
+        image = check_image(image)
         out = predict_padded(self._predict, self.variables, image[None],
                              self.config.eval.size_divisor)
         classes = np.asarray(jnp.argmax(out["logits"][0], axis=-1), np.int32)

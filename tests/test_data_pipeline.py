@@ -303,6 +303,11 @@ def test_eval_examples_split_over_processes_in_fixed_order():
     assert [num_eval_examples(source, process_index=p, process_count=3) for p in range(3)] == [3, 2, 2]
     again = [ex["stem"] for ex in eval_examples(source, process_index=0, process_count=1)]
     assert again == [f"ex{i}" for i in range(7)]
+    # --config.eval.max_images: the first examples of each process's share
+    capped = [ex["stem"] for ex in eval_examples(source, process_index=1, process_count=3, max_examples=1)]
+    assert capped == ["ex1"]
+    assert num_eval_examples(source, process_index=0, process_count=3, max_examples=2) == 2
+    assert num_eval_examples(source, process_index=2, process_count=3, max_examples=5) == 2
 
 
 def test_reader_threads_do_not_change_the_stream(np_rng):

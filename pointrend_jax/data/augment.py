@@ -82,14 +82,21 @@ class AugmentConfig:
     @classmethod
     def from_config(cls, cfg: Any) -> "AugmentConfig":
         """From an ml_collections ConfigDict, a mapping, or an AugmentConfig."""
-        if isinstance(cfg, cls):
-            return cfg
-        get = cfg.get if isinstance(cfg, Mapping) or hasattr(cfg, "get") else (
-            lambda key, default=None: getattr(cfg, key, default))
-        if get("crop_size", None) is None:
-            raise ValueError("augment config needs crop_size (h, w).")
-        values = {f.name: get(f.name, None) for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if v is not None})
+        return settings_from_config(cls, cfg)
+
+
+def settings_from_config(cls, cfg: Any):
+    """The augment dataclass `cls` from `cfg` (a ConfigDict, a mapping, an object with those
+    attributes, or already a `cls`): every field `cfg` sets (not None) is used, the rest keep
+    their defaults; `crop_size` is required."""
+    if isinstance(cfg, cls):
+        return cfg
+    get = cfg.get if isinstance(cfg, Mapping) or hasattr(cfg, "get") else (
+        lambda key, default=None: getattr(cfg, key, default))
+    if get("crop_size", None) is None:
+        raise ValueError("augment config needs crop_size (h, w).")
+    values = {f.name: get(f.name, None) for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if v is not None})
 
 
 def resize(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
-from pointrend_jax.data.augment import shortest_edge_size
+from pointrend_jax.data.augment import settings_from_config, shortest_edge_size
 
 # How many instances were cut by the max_instances truncation in this process.
 truncation_stats = {"examples": 0, "instances": 0}
@@ -88,18 +88,7 @@ class InstanceAugmentConfig:
     @classmethod
     def from_config(cls, cfg: Any) -> "InstanceAugmentConfig":
         """From an ml_collections ConfigDict (``config.augment``), a mapping, or an instance."""
-        if isinstance(cfg, cls):
-            return cfg
-        get = cfg.get if isinstance(cfg, Mapping) or hasattr(cfg, "get") else (
-            lambda key, default=None: getattr(cfg, key, default))
-        if get("crop_size", None) is None:
-            raise ValueError("augment config needs crop_size (h, w).")
-        values = {}
-        for field in dataclasses.fields(cls):
-            value = get(field.name, None)
-            if value is not None:
-                values[field.name] = value
-        return cls(**values)
+        return settings_from_config(cls, cfg)
 
 
 # --------------------------------------------------------------------------------------

@@ -94,14 +94,20 @@ def train_iterator(source, *, global_batch_size: int, seed: int, process_index: 
     return iter(it_ds)
 
 
-def eval_examples(source, *, process_index: int = 0, process_count: int = 1) -> Iterator[dict[str, Any]]:
-    """This process's validation examples, unbatched: indices process_index, +process_count, ..."""
+def _eval_indices(source, process_index: int, process_count: int, max_examples: int | None) -> range:
     _check_process(process_index, process_count)
-    for index in range(process_index, len(source), process_count):
+    return range(process_index, len(source), process_count)[:max_examples]
+
+
+def eval_examples(source, *, process_index: int = 0, process_count: int = 1,
+                  max_examples: int | None = None) -> Iterator[dict[str, Any]]:
+    """This process's validation examples, unbatched: indices process_index, +process_count, ...
+    (at most ``max_examples`` of them; None: all)."""
+    for index in _eval_indices(source, process_index, process_count, max_examples):
         yield source[index]
 
 
-def num_eval_examples(source, *, process_index: int = 0, process_count: int = 1) -> int:
+def num_eval_examples(source, *, process_index: int = 0, process_count: int = 1,
+                      max_examples: int | None = None) -> int:
     """How many examples ``eval_examples`` yields for this process."""
-    _check_process(process_index, process_count)
-    return len(range(process_index, len(source), process_count))
+    return len(_eval_indices(source, process_index, process_count, max_examples))

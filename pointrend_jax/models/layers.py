@@ -31,6 +31,24 @@ BN_MOMENTUM = 0.9  # flax convention: running = 0.9 * running + 0.1 * batch (tor
 NORM_EPS = 1e-5  # torch BatchNorm2d / GroupNorm default
 
 
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str) -> Dtype:
+    """`config.model.dtype` ("float32" | "bfloat16") -> the jnp dtype."""
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"model.dtype must be 'float32' or 'bfloat16'; got {name!r}")
+    return COMPUTE_DTYPES[name]
+
+
+def normalize_images(images: Array, mean, std, dtype: Dtype) -> Array:
+    """`images (N, H, W, 3)` uint8 or float 0..255 RGB -> `(images - mean) / std` in `dtype`
+    (computed in float32)."""
+    mean = jnp.asarray(mean, jnp.float32)
+    std = jnp.asarray(std, jnp.float32)
+    return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
+
+
 def check_norm(norm: str, allowed: tuple[str, ...], owner: str) -> None:
     """Raise a ``ValueError`` naming ``owner``'s ``norm`` argument if ``norm`` is not allowed."""
     if norm not in allowed:

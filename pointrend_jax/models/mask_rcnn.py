@@ -27,12 +27,13 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from pointrend_jax.models import box_ops
 from pointrend_jax.models.fpn import FPN
-from pointrend_jax.models.layers import xavier_fill
-from pointrend_jax.models.mask_head import (MASK_HEADS, MaskRCNNConvHead, PointRendMaskHead,
-                                            sigmoid_bce)
+from pointrend_jax.models.layers import compute_dtype, normalize_images, xavier_fill
+from pointrend_jax.models.mask_head import MASK_HEADS, MaskRCNNConvHead, PointRendMaskHead
+from pointrend_jax.models.pointrend import IMAGENET_MEAN, IMAGENET_STD
 from pointrend_jax.models.resnet import ResNet
 
 Array = jax.Array
@@ -86,15 +87,13 @@ class ResNetFPN(nn.Module):
     norm: str = "frozen_bn"
     stride_in_1x1: bool = False
     fpn_channels: int = 256
-    pixel_mean: Sequence[float] = (123.675, 116.28, 103.53)
-    pixel_std: Sequence[float] = (58.395, 57.12, 57.375)
+    pixel_mean: Sequence[float] = IMAGENET_MEAN
+    pixel_std: Sequence[float] = IMAGENET_STD
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, images: Array, train: bool = False) -> Dict[str, Array]:
-        mean = jnp.asarray(self.pixel_mean, jnp.float32)
-        std = jnp.asarray(self.pixel_std, jnp.float32)
-        x = ((images.astype(jnp.float32) - mean) / std).astype(self.dtype)
+        x = normalize_images(images, self.pixel_mean, self.pixel_std, self.dtype)
         features = ResNet(depth=self.depth, width=self.width, norm=self.norm, output_stride=32,
                           stride_in_1x1=self.stride_in_1x1, dtype=self.dtype, name="backbone")(x, train)
         pyramid = dict(FPN(self.fpn_channels, dtype=self.dtype, name="fpn")(features))
@@ -234,7 +233,7 @@ class MaskRCNN(nn.Module):
 
         positive, negative, target = jax.vmap(one_image)(rngs, targets["boxes"], targets["valid"])
         normalizer = float(self.rpn.batch_size_per_image * n)
-        cls = sigmoid_bce(logits, positive.astype(jnp.float32))
+        cls = optax.sigmoid_binary_cross_entropy(logits, positive.astype(jnp.float32))
         loss_cls = jnp.sum(jnp.where(positive | negative, cls, 0.0)) / normalizer
         loc = jnp.sum(_l1(deltas - jax.lax.stop_gradient(target)), axis=-1)
         loss_loc = jnp.sum(jnp.where(positive, loc, 0.0)) / normalizer
@@ -354,7 +353,7 @@ class MaskRCNN(nn.Module):
 def build_instance_model(model_cfg, pointrend_cfg, num_classes: int) -> MaskRCNN:
     """The Mask R-CNN a config describes (`config.model` with `mask_head`, `rpn`, `roi_heads`;
     `config.pointrend` for the PointRend mask head)."""
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[model_cfg.dtype]
+    dtype = compute_dtype(model_cfg.dtype)
     b = model_cfg.backbone
     net = ResNetFPN(depth=b.depth, width=b.width, norm=b.norm, stride_in_1x1=b.stride_in_1x1,
                     fpn_channels=model_cfg.fpn_channels, pixel_mean=tuple(model_cfg.pixel_mean),

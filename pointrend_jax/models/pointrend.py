@@ -18,6 +18,7 @@ import numpy as np
 
 from pointrend_jax.models.deeplabv3 import DeepLabV3Head
 from pointrend_jax.models.fpn import FPN
+from pointrend_jax.models.layers import compute_dtype, normalize_images
 from pointrend_jax.models.resnet import ResNet
 from pointrend_jax.models.semantic_fpn import SemanticFPNHead
 from pointrend_jax.point_head import PointHead
@@ -58,9 +59,7 @@ class SemanticSegmentationNet(nn.Module):
     def __call__(self, images: Array, train: bool = False):
         if self.head not in COARSE_HEADS:
             raise ValueError(f"model.head must be one of {COARSE_HEADS}; got {self.head!r}")
-        mean = jnp.asarray(self.pixel_mean, jnp.float32)
-        std = jnp.asarray(self.pixel_std, jnp.float32)
-        x = ((images.astype(jnp.float32) - mean) / std).astype(self.dtype)
+        x = normalize_images(images, self.pixel_mean, self.pixel_std, self.dtype)
         features = ResNet(depth=self.depth, width=self.width, norm=self.backbone_norm,
                           output_stride=self.output_stride, stride_in_1x1=self.stride_in_1x1,
                           dtype=self.dtype, name="backbone")(x, train)
@@ -180,9 +179,7 @@ def init_variables(model, rng: jax.Array, image_shape: Tuple[int, int]) -> Dict[
 
 def build_model(model_cfg, pointrend_cfg, num_classes: int) -> PointRendSegmenter:
     """The model a config describes (`config.model`, `config.pointrend`)."""
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(model_cfg.dtype)
-    if dtype is None:
-        raise ValueError(f"model.dtype must be 'float32' or 'bfloat16'; got {model_cfg.dtype!r}")
+    dtype = compute_dtype(model_cfg.dtype)
     backbone = model_cfg.backbone
     net = SemanticSegmentationNet(
         num_classes=num_classes, head=model_cfg.head, depth=backbone.depth,
