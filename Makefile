@@ -17,6 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 
 train: setup

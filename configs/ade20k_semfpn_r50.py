@@ -31,11 +31,11 @@ the predict function compiles once per padded size (512x512, 512x1024, 1024x512,
 most a few tens over the val split) rather than once per distinct image size.
 """
 from pointrend_jax.backbones import DETECTRON2_PIXEL_MEAN, DETECTRON2_PIXEL_STD
-from pointrend_jax.config import base_config, runlocal
+from pointrend_jax.semantic.config import semantic_config, runlocal
 
 
 def get_config(arg: str = ""):
-    c = base_config()
+    c = semantic_config()
     c.data.name = "ade20k"
     c.data.variant = "scene_parsing"
 

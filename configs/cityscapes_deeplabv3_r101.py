@@ -38,11 +38,11 @@ Evaluation is whole-image at full resolution: every 1024x2048 image is already a
 of eval.size_divisor = 32, so the predict function compiles once.
 """
 from pointrend_jax.backbones import DETECTRON2_PIXEL_MEAN, DETECTRON2_PIXEL_STD
-from pointrend_jax.config import base_config, runlocal
+from pointrend_jax.semantic.config import semantic_config, runlocal
 
 
 def get_config(arg: str = ""):
-    c = base_config()
+    c = semantic_config()
     c.data.name = "cityscapes"
     c.data.variant = "fine"
 

@@ -42,11 +42,11 @@ eval.size_divisor = 32 (it already is), so the jitted predict function compiles 
 the whole val split.
 """
 from pointrend_jax.backbones import DETECTRON2_PIXEL_MEAN, DETECTRON2_PIXEL_STD
-from pointrend_jax.config import base_config, runlocal
+from pointrend_jax.semantic.config import semantic_config, runlocal
 
 
 def get_config(arg: str = ""):
-    c = base_config()
+    c = semantic_config()
     c.data.name = "cityscapes"
     c.data.variant = "fine"
 

@@ -13,7 +13,7 @@ the 1x schedule is ~12 epochs of COCO's 118k images. Add
 `--config.model.backbone.pretrained=FILE` (python -m pointrend_jax.convert) to start from
 ImageNet weights, as detectron2 does.
 """
-from pointrend_jax.config import instance_config, instance_runlocal
+from pointrend_jax.instance.config import instance_config, instance_runlocal
 
 
 def get_config(arg: str = ""):

@@ -15,7 +15,7 @@ stem frozen; test at short side 800. Images are padded to a fixed 1344x1344 canv
 `--config.model.mask_head=maskrcnn` is the Mask R-CNN baseline.
 """
 from pointrend_jax.backbones import DETECTRON2_PIXEL_MEAN, DETECTRON2_PIXEL_STD
-from pointrend_jax.config import instance_config, instance_runlocal
+from pointrend_jax.instance.config import instance_config, instance_runlocal
 
 
 def get_config(arg: str = ""):

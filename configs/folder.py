@@ -13,11 +13,11 @@ useful model in under 15 minutes on 2 CPU cores. For bigger data and a GPU/TPU, 
 each: --config.model.backbone.width=64 --config.model.backbone.depth=50
 --config.augment.crop_size='(512, 512)' --config.train.batch_size=32.
 """
-from pointrend_jax.config import base_config, cpu_sized, runlocal
+from pointrend_jax.semantic.config import semantic_config, cpu_sized, runlocal
 
 
 def get_config(arg: str = ""):
-    c = base_config()
+    c = semantic_config()
     c.data.name = "folder"
     cpu_sized(c)
     if arg == "runlocal":

@@ -3,11 +3,11 @@ SEED_NOTES.md's binary product, where PointRend lifted mIoU from 95.4 to 98.8.
 
 Same CPU-sized model and schedule as synthetic_multiclass.py.
 """
-from pointrend_jax.config import base_config, cpu_sized, runlocal
+from pointrend_jax.semantic.config import semantic_config, cpu_sized, runlocal
 
 
 def get_config(arg: str = ""):
-    c = base_config()
+    c = semantic_config()
     c.data.name = "synthetic"
     c.data.variant = "binary"
     cpu_sized(c)

@@ -9,7 +9,7 @@ width, 64-channel FPN, anchors 8..128 px); PointRend's masks go 7x7 -> 224x224 i
     python eval.py --config configs/synthetic_instances.py --workdir runs/synthetic_instances
     python train.py --config configs/synthetic_instances.py:runlocal --workdir /tmp/smoke
 """
-from pointrend_jax.config import instance_config, instance_cpu_sized, instance_runlocal
+from pointrend_jax.instance.config import instance_config, instance_cpu_sized, instance_runlocal
 
 
 def get_config(arg: str = ""):

@@ -9,11 +9,11 @@ head at output stride 16 (coarse logits 8x8 per 128x128 image), point head on re
     python train.py --config configs/synthetic_multiclass.py --workdir runs/synthetic_multiclass
     python train.py --config configs/synthetic_multiclass.py:runlocal --workdir /tmp/smoke
 """
-from pointrend_jax.config import base_config, cpu_sized, runlocal
+from pointrend_jax.semantic.config import semantic_config, cpu_sized, runlocal
 
 
 def get_config(arg: str = ""):
-    c = base_config()
+    c = semantic_config()
     c.data.name = "synthetic"
     c.data.variant = "multiclass"
     cpu_sized(c)

@@ -34,11 +34,11 @@ Evaluation is whole-image at each image's own resolution. VOC images are at most
 so padding to eval.size_divisor = 512 makes every image 512x512: one compilation.
 """
 from pointrend_jax.backbones import DETECTRON2_PIXEL_MEAN, DETECTRON2_PIXEL_STD
-from pointrend_jax.config import base_config, runlocal
+from pointrend_jax.semantic.config import semantic_config, runlocal
 
 
 def get_config(arg: str = ""):
-    c = base_config()
+    c = semantic_config()
     c.data.name = "voc"
     c.data.variant = "voc2012_aug"
 

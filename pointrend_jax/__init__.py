@@ -1,6 +1,7 @@
 """pointrend-jax: PointRend (Kirillov et al., CVPR 2020) in JAX/Flax.
 
-The public API (channels-last everywhere) of ../shared/DESIGN.md section 2.
+The public API, channels-last everywhere: the point ops, the point head, subdivision
+inference, and `load(workdir)` for a trained run.
 """
 from pointrend_jax.point_head import PointHead
 from pointrend_jax.point_ops import (
@@ -18,7 +19,7 @@ def load(workdir: str, step=None):
     """The model trained in `workdir` (checkpoint `step`, default latest), ready to predict:
     semantic runs: `load(workdir).predict(image uint8 (H, W, 3)) -> (H, W) class ids`;
     instance runs: `-> {"boxes" (D, 4), "classes" (D,), "scores" (D,), "masks" bool (D, H, W)}`."""
-    from pointrend_jax.predictor import load as _load  # Orbax and friends, only when used
+    from pointrend_jax.inference import load as _load  # Orbax and friends, only when used
 
     return _load(workdir, step)
 

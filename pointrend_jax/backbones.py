@@ -34,14 +34,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pointrend_jax.models.layers import NORM_EPS
-from pointrend_jax.models.resnet import _STAGES, ResNet
+from pointrend_jax.models.layers import IMAGENET_MEAN, IMAGENET_STD, NORM_EPS
+from pointrend_jax.models.resnet import STAGES, ResNet
 
 Tree = Mapping[str, Any]
 PathLike = str | os.PathLike
 
-TORCHVISION_PIXEL_MEAN = (123.675, 116.28, 103.53)  # RGB on 0..255 (= 255 * [0.485, 0.456, 0.406])
-TORCHVISION_PIXEL_STD = (58.395, 57.12, 57.375)  # 255 * [0.229, 0.224, 0.225]
+TORCHVISION_PIXEL_MEAN = IMAGENET_MEAN  # RGB on 0..255
+TORCHVISION_PIXEL_STD = IMAGENET_STD
 DETECTRON2_PIXEL_MEAN = (123.675, 116.28, 103.53)  # d2's BGR [103.530, 116.280, 123.675], as RGB
 DETECTRON2_PIXEL_STD = (1.0, 1.0, 1.0)
 # weights format -> (pixel_mean, pixel_std, stride_in_1x1) of the converted RGB backbone
@@ -123,7 +123,7 @@ def _block_layout(keys, pattern: re.Pattern, first_stage: int, kind_key: str):
 
 
 def _depth_from_layout(kind: str, counts: tuple[int, ...]) -> int | None:
-    for depth, layout in _STAGES.items():
+    for depth, layout in STAGES.items():
         if layout == (kind, counts):
             return depth
     return None
@@ -133,18 +133,18 @@ def _resolve_depth(depth: int | None, kind: str, counts: tuple[int, ...], what: 
                    example_key: Callable[[int, int], str]) -> int:
     """Check ``depth`` against the layout the weights have (or infer it when ``None``)."""
     found = _depth_from_layout(kind, counts)
-    if depth is not None and depth not in _STAGES:
-        raise ValueError(f"{what}: depth={depth!r} is not one of {tuple(_STAGES)}")
+    if depth is not None and depth not in STAGES:
+        raise ValueError(f"{what}: depth={depth!r} is not one of {tuple(STAGES)}")
     if not any(counts):
         raise ValueError(f"{what}: no ResNet block keys such as {example_key(1, 0)!r} in the "
                          f"weights; is this the right format?")
     if found is None:
         raise ValueError(
             f"{what}: the weights have {kind} blocks {counts} per stage, which is no ResNet of "
-            f"depth {tuple(_STAGES)} (expected e.g. {_STAGES[50]} for ResNet-50)"
-            + (f"; asked for depth={depth} = {_STAGES[depth]}" if depth else ""))
+            f"depth {tuple(STAGES)} (expected e.g. {STAGES[50]} for ResNet-50)"
+            + (f"; asked for depth={depth} = {STAGES[depth]}" if depth else ""))
     if depth is not None and depth != found:
-        want_kind, want_counts = _STAGES[depth]
+        want_kind, want_counts = STAGES[depth]
         hint = ""
         for stage, (have, want) in enumerate(zip(counts, want_counts)):
             if have < want:

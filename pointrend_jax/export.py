@@ -12,7 +12,8 @@ writes, from checkpoint S of the run in DIR (default: the latest),
 
 N: images, H x W: the export size, K: classes.
 
-Both compute `serve(images uint8 (N, H, W, 3)) -> (classes int32 (N, H, W), logits float32
+The task the run trained makes the serving function (`Task.serving_fn`). Semantic runs:
+both compute `serve(images uint8 (N, H, W, 3)) -> (classes int32 (N, H, W), logits float32
 (N, H, W, K))`, exactly what `Predictor.predict` computes: the normalisation (inside the
 model), zero padding to a multiple of `config.eval.size_divisor` and cropping back, PointRend's
 subdivision logits resized to the image, and their argmax. Pixels are never resampled: H x W
@@ -25,7 +26,11 @@ needs a fixed N.
 Instance runs (Mask R-CNN) export the detections instead: `serve(images) -> {"boxes" (N, D, 4),
 "scores" (N, D), "classes" (N, D), "valid" (N, D), "masks" (N, D, S, S)}`, each mask its
 detection's class probability over its box, to paste into the image on the client
-(`make_instance_serving_fn`; `InstancePredictor.predict` does the same and pastes).
+(`instance.serving`; `InstancePredictor.predict` does the same and pastes). A run whose
+`augment.test_short_side` would resize images of the export size is refused with the size to
+export at instead.
+
+Every file goes through etils.epath: `--workdir` and `--out` may be bucket paths.
 
 Why it is a one-liner here: subdivision has static shapes (a fixed number of points per step,
 exact top_k, no boolean indexing), so the whole prediction is one traceable function. The
@@ -39,11 +44,13 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
@@ -53,53 +60,6 @@ EXPORT_JSON = "export.json"
 # The artifact runs on the CPU and on NVIDIA GPUs; one lowering per platform is stored.
 DEFAULT_PLATFORMS = ("cpu", "cuda")
 TENSORFLOW_PIN = "tensorflow-cpu==2.21.0"  # requirements-dev.txt (tensorflow==2.21.0 on macOS/ARM)
-
-ServeFn = Callable[[Any, jax.Array], Tuple[jax.Array, jax.Array]]
-
-
-def make_serving_fn(model, size_divisor: int) -> ServeFn:
-    """`serve(variables, images uint8 (N, H, W, 3)) -> (classes int32 (N, H, W), logits
-    float32 (N, H, W, K))`, traceable with a symbolic N: `Predictor.predict`'s computation,
-    with the padding to `size_divisor` done inside."""
-
-    def serve(variables, images):
-        _, h, w, _ = images.shape
-        padded = jnp.pad(images, ((0, 0), (0, -h % size_divisor), (0, -w % size_divisor), (0, 0)))
-        logits = model.apply(variables, padded, method=model.predict)["logits"][:, :h, :w]
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32), logits
-
-    return serve
-
-
-INSTANCE_OUTPUTS = ("boxes", "scores", "classes", "valid", "masks")
-
-
-def make_instance_serving_fn(model, size_divisor: int) -> Callable:
-    """For instance models (`MaskRCNN`): `serve(variables, images uint8 (N, H, W, 3)) ->
-    {"boxes" (N, D, 4) float32 (x0, y0, x1, y1) pixels, "scores" (N, D) float32, "classes"
-    (N, D) int32, "valid" (N, D) bool, "masks" (N, D, S, S) float32}`: the detections of
-    `MaskRCNN.predict` (padded rows have valid False), each mask the probability of its
-    detection's class on an S x S grid over its box (224 for PointRend, 28 for Mask R-CNN),
-    to paste into the image (`coco_metrics.paste_masks`, threshold 0.5)."""
-
-    def serve(variables, images):
-        n, h, w, _ = images.shape
-        padded = jnp.pad(images, ((0, 0), (0, -h % size_divisor), (0, -w % size_divisor), (0, 0)))
-        sizes = jnp.broadcast_to(jnp.asarray([h, w], jnp.int32), (n, 2))
-        out = model.apply(variables, padded, sizes, method=model.predict)
-        return {"boxes": out["boxes"], "scores": out["scores"], "classes": out["classes"],
-                "valid": out["valid"], "masks": jax.nn.sigmoid(out["masks"])}
-
-    return serve
-
-
-def _serving_fn(model, size_divisor: int) -> Callable:
-    from pointrend_jax.models.mask_rcnn import MaskRCNN
-
-    if isinstance(model, MaskRCNN):
-        return make_instance_serving_fn(model, size_divisor)
-    return make_serving_fn(model, size_divisor)
-
 
 def input_shape(height: int, width: int, batch: Optional[int]) -> Tuple[Any, ...]:
     """`(N, H, W, 3)` with N symbolic (`b`) when `batch` is None."""
@@ -115,13 +75,11 @@ def input_shape(height: int, width: int, batch: Optional[int]) -> Tuple[Any, ...
     return (n, int(height), int(width), 3)
 
 
-def export_serving(model, variables, *, height: int, width: int, size_divisor: int,
+def export_serving(serve: Callable, variables, *, height: int, width: int,
                    batch: Optional[int] = None,
                    platforms: Sequence[str] = DEFAULT_PLATFORMS) -> jax.export.Exported:
-    """The serving function of `model` (`make_serving_fn`, or `make_instance_serving_fn` for
-    instance models) with `variables` baked in as constants, exported for uint8 images
-    `(batch or b, height, width, 3)` on `platforms`."""
-    serve = _serving_fn(model, size_divisor)
+    """`serve(variables, images)` (a `Task.serving_fn`) with `variables` baked in as
+    constants, exported for uint8 images `(batch or b, height, width, 3)` on `platforms`."""
     constants = jax.tree.map(np.asarray, variables)  # weights inside the artifact
     spec = jax.ShapeDtypeStruct(input_shape(height, width, batch), jnp.uint8)
     return jax.export.export(jax.jit(lambda images: serve(constants, images)),
@@ -206,19 +164,19 @@ def _lowering_for_tensorflow() -> Iterator[None]:
         mlir._lowerings[top_k_p] = saved_top_k
 
 
-def save_saved_model(path: str, model, variables, *, height: int, width: int,
-                     size_divisor: int, batch: Optional[int] = None,
+def save_saved_model(path, serve: Callable, variables, *, height: int, width: int,
+                     batch: Optional[int] = None,
                      platforms: Sequence[str] = DEFAULT_PLATFORMS) -> None:
-    """Writes a SavedModel of the serving function to `path`: signature `serving_default`,
-    input `images` uint8 `(batch or None, height, width, 3)`, outputs `classes` int32
-    `(N, H, W)` and `logits` float32 `(N, H, W, K)` (instance models: the outputs of
-    `make_instance_serving_fn`); weights as (non-trainable) TF variables."""
+    """Writes a SavedModel of `serve` (a `Task.serving_fn`) to `path` (local or a bucket):
+    signature `serving_default`, input `images` uint8 `(batch or None, height, width, 3)`,
+    outputs `classes` int32 `(N, H, W)` and `logits` float32 `(N, H, W, K)` (instance
+    models: the detections of `instance.serving`); weights as (non-trainable) TF variables."""
     tf = import_tensorflow()
     from jax.experimental import jax2tf
 
     input_shape(height, width, batch)  # validates the arguments
     polymorphic = None if batch is not None else f"(b, {height}, {width}, 3)"
-    converted = jax2tf.convert(_serving_fn(model, size_divisor),
+    converted = jax2tf.convert(serve,
                                polymorphic_shapes=[None, polymorphic], with_gradient=False,
                                native_serialization_platforms=tuple(platforms))
     tf_variables = tf.nest.map_structure(
@@ -255,15 +213,25 @@ def save_saved_model(path: str, model, variables, *, height: int, width: int,
         tf.saved_model.save(module, path, signatures={"serving_default": signature})
 
 
-def export_run(workdir: str, out: str, *, step: Optional[int] = None,
+def _copy_tree(src: epath.Path, dst: epath.Path) -> None:
+    """Copies the folder `src` to `dst` (which may be in a bucket), file by file."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for child in src.iterdir():
+        if child.is_dir():
+            _copy_tree(child, dst / child.name)
+        else:
+            (dst / child.name).write_bytes(child.read_bytes())
+
+
+def export_run(workdir, out, *, step: Optional[int] = None,
                height: Optional[int] = None, width: Optional[int] = None,
                batch: Optional[int] = None, platforms: Sequence[str] = DEFAULT_PLATFORMS,
                saved_model: bool = True) -> Dict[str, Any]:
     """Exports checkpoint `step` (None: latest) of the run in `workdir` into `out` (see the
     module docstring); height/width default to the run's `config.augment.crop_size`, batch
     None is symbolic. Returns what `out/export.json` records."""
-    from pointrend_jax.models.build import build_task_model, task_of
-    from pointrend_jax.predictor import read_run, restore_variables
+    from pointrend_jax.tasks import get_task
+    from pointrend_jax.workdir import read_run, restore_variables
 
     if (height is None) != (width is None):
         raise ValueError(f"give both height and width or neither; got height={height}, "
@@ -274,49 +242,33 @@ def export_run(workdir: str, out: str, *, step: Optional[int] = None,
     if height is None:
         height, width = (int(s) for s in config.augment.crop_size)
     input_shape(height, width, batch)  # argument errors before the checkpoint is read
-    model = build_task_model(config, len(class_names))
+    task = get_task(config)
+    model = task.build_model(config, len(class_names))
+    serve = task.serving_fn(model, config, height, width)
     variables, step = restore_variables(workdir, model, tuple(config.augment.crop_size), step)
-    size = dict(height=height, width=width, size_divisor=int(config.eval.size_divisor),
-                batch=batch, platforms=platforms)
+    size = dict(height=height, width=width, batch=batch, platforms=platforms)
 
-    os.makedirs(out, exist_ok=True)
-    exported = export_serving(model, variables, **size)
-    with open(os.path.join(out, JAX_EXPORTED), "wb") as f:
-        f.write(exported.serialize())
+    out = epath.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / JAX_EXPORTED).write_bytes(export_serving(serve, variables, **size).serialize())
     if saved_model:
-        save_saved_model(os.path.join(out, SAVED_MODEL), model, variables, **size)
+        # TensorFlow writes through its own file systems; a local folder, then copied, lets
+        # `out` be anywhere epath reaches.
+        with tempfile.TemporaryDirectory() as local:
+            save_saved_model(os.path.join(local, SAVED_MODEL), serve, variables, **size)
+            _copy_tree(epath.Path(local) / SAVED_MODEL, out / SAVED_MODEL)
 
     n = "b" if batch is None else batch
-    if task_of(config) == "instance":
-        d, side = _instance_output_sizes(model)
-        outputs = {"boxes": {"shape": [n, d, 4], "dtype": "float32"},
-                   "scores": {"shape": [n, d], "dtype": "float32"},
-                   "classes": {"shape": [n, d], "dtype": "int32"},
-                   "valid": {"shape": [n, d], "dtype": "bool"},
-                   "masks": {"shape": [n, d, side, side], "dtype": "float32"}}
-    else:
-        outputs = {"classes": {"shape": [n, height, width], "dtype": "int32"},
-                   "logits": {"shape": [n, height, width, len(class_names)],
-                              "dtype": "float32"}}
     info = {
-        "workdir": os.path.abspath(workdir), "step": int(step), "height": height,
+        "workdir": str(workdir), "step": int(step), "height": height,
         "width": width, "batch": "dynamic" if batch is None else batch,
         "platforms": list(platforms), "class_names": list(class_names),
         "inputs": {"images": {"shape": [n, height, width, 3], "dtype": "uint8"}},
-        "outputs": outputs,
+        "outputs": task.serving_outputs(model, config, n, height, width, len(class_names)),
         "files": [JAX_EXPORTED] + ([SAVED_MODEL] if saved_model else []),
     }
-    with open(os.path.join(out, EXPORT_JSON), "w") as f:
-        json.dump(info, f, indent=2)
+    (out / EXPORT_JSON).write_text(json.dumps(info, indent=2))
     return info
-
-
-def _instance_output_sizes(model) -> Tuple[int, int]:
-    """(detections per image, mask side) of an instance model's outputs."""
-    head = model.mask_head
-    side = (head.coarse_side * 2 ** head.subdivision_steps if hasattr(head, "subdivision_steps")
-            else 2 * head.pooler_side)
-    return model.roi.detections_per_image, side
 
 
 def _batch_arg(value: str) -> Optional[int]:
@@ -365,7 +317,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     shape = info["inputs"]["images"]["shape"]
     print(f"exported step {info['step']} of {args.workdir} for uint8 images "
           f"({', '.join(map(str, shape))}) on {', '.join(platforms)}: "
-          + ", ".join(os.path.join(args.out, f) for f in info["files"] + [EXPORT_JSON]))
+          + ", ".join(str(epath.Path(args.out) / f) for f in info["files"] + [EXPORT_JSON]))
     return 0
 
 

@@ -72,20 +72,35 @@ def subdivision_inference(
     n, _, _, k = np.shape(coarse_logits)
     maps = _as_feature_list(fine_features, n)
 
-    logits = coarse_logits
-    chosen = []
-    for _ in range(num_steps):
-        logits = upsample_bilinear(logits, 2)
-        _, h, w, _ = logits.shape
-        indices, coords = uncertain_grid_points(calculate_uncertainty(logits), num_points)
-        point_logits = point_head_fn(
-            sample_fine_features(maps, coords), point_sample(coarse_logits, coords))
+
+    def predict_at(coords):
+        point_logits = point_head_fn(sample_fine_features(maps, coords),
+                                     point_sample(coarse_logits, coords))
         if np.shape(point_logits) != (n, coords.shape[1], k):
             raise ValueError(
                 f"point_head_fn must return (N, P, K) = {(n, coords.shape[1], k)}; "
                 f"got shape {tuple(np.shape(point_logits))}")
-        flat = jnp.reshape(logits, (n, h * w, k))
-        flat = jax.vmap(lambda f, i, v: f.at[i].set(v))(flat, indices, point_logits.astype(flat.dtype))
-        logits = jnp.reshape(flat, (n, h, w, k))
-        chosen.append(coords)
+        return point_logits
+
+    logits, chosen = subdivide(coarse_logits, predict_at, num_steps=num_steps,
+                               num_points=num_points)
     return (logits, chosen) if return_points else logits
+
+
+def subdivide(logits: jax.Array, predict_at: Callable[[jax.Array], jax.Array], *,
+              num_steps: int, num_points: int) -> Tuple[jax.Array, List[jax.Array]]:
+    """The subdivision loop both tasks run: `num_steps` times, upsample `logits (B, h, w, K)`
+    2x (bilinear, align_corners=False), pick the `min(num_points, cells)` most uncertain
+    cells (`calculate_uncertainty`), and overwrite them with `predict_at(centres (B, P, 2))
+    -> (B, P, K)`. Returns the `(B, h * 2^s, w * 2^s, K)` logits and each step's centres."""
+    chosen = []
+    for _ in range(num_steps):
+        logits = upsample_bilinear(logits, 2)
+        b, h, w, k = logits.shape
+        indices, coords = uncertain_grid_points(calculate_uncertainty(logits), num_points)
+        flat = jnp.reshape(logits, (b, h * w, k))
+        values = predict_at(coords).astype(flat.dtype)
+        flat = jax.vmap(lambda f, i, v: f.at[i].set(v))(flat, indices, values)
+        logits = jnp.reshape(flat, (b, h, w, k))
+        chosen.append(coords)
+    return logits, chosen

@@ -13,11 +13,12 @@ headless and leaves the global backend and figure state of other code alone.
 from __future__ import annotations
 
 import colorsys
+import io
 import math
-import os
 from typing import Optional, Sequence
 
 import numpy as np
+from etils import epath
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -184,13 +185,8 @@ def save_comparison(
     titles: Sequence[str] = DEFAULT_TITLES,
 ) -> str:
     """Writes `comparison_figure(...)` as a PNG at `path` (parent folders made) -> path."""
-    fig = comparison_figure(image, gt, coarse, pointrend, points=points, titles=titles)
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    fig.savefig(path, format="png", dpi=_DPI, facecolor="white")
-    return path
+    return _save(comparison_figure(image, gt, coarse, pointrend, points=points, titles=titles),
+                 path)
 
 
 # ----------------------------------------------------------------------------- instances
@@ -333,12 +329,13 @@ def instance_comparison_figure(image, ground_truth: dict, coarse: dict, pointren
 
 
 def _save(fig: Figure, path) -> str:
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    fig.savefig(path, format="png", dpi=_DPI, facecolor="white")
-    return path
+    """Writes `fig` as a PNG at `path` (local or a bucket, parent folders made) -> path."""
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI, facecolor="white")
+    path.write_bytes(buffer.getvalue())
+    return str(path)
 
 
 def save_instances(path, image, boxes, classes, scores, masks, class_names, *, points=None,

@@ -19,19 +19,6 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import grain
-import numpy as np
-
-from pointrend_jax.data.augment import AugmentConfig, augment
-
-
-class _Augment:
-    """The random_map transform (a class, so worker processes can pickle it)."""
-
-    def __init__(self, cfg: AugmentConfig):
-        self.cfg = cfg
-
-    def __call__(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return augment(example, rng, self.cfg)
 
 
 def _check_process(process_index: int, process_count: int) -> None:
@@ -41,24 +28,22 @@ def _check_process(process_index: int, process_count: int) -> None:
 
 
 def train_iterator(source, *, global_batch_size: int, seed: int, process_index: int = 0,
-                   process_count: int = 1, augment_cfg: Any, start_batch: int = 0,
+                   process_count: int = 1, transform, start_batch: int = 0,
                    num_threads: int = 2, prefetch_batches: int = 2,
-                   num_workers: int = 0, transform=None) -> grain.DatasetIterator:
-    """Endless iterator of local batches {"image": uint8 (B/P, h, w, 3), "label": uint8 (B/P, h, w)}.
+                   num_workers: int = 0) -> grain.DatasetIterator:
+    """Endless iterator of local batches: `transform`'s keys, each with a leading B/P axis
+    (the semantic transform: {"image": uint8 (B/P, h, w, 3), "label": uint8 (B/P, h, w)}).
 
     Args:
-      source: random-access examples ({"image", "label", ...}); ``len`` and ``[i]``.
+      source: random-access examples; ``len`` and ``[i]``.
       global_batch_size: B, summed over processes; must be divisible by process_count.
       seed: the run's data seed (shuffle order and augmentation).
       process_index, process_count: which rows of each global batch this process loads.
-      augment_cfg: ConfigDict/mapping with crop_size, min_scale, max_scale, flip,
-        color_jitter, max_class_ratio (see ``augment.AugmentConfig``).
+      transform: a picklable callable ``(example, rng) -> dict of arrays`` of equal shapes
+        for every example (the task's ``train_transform``).
       start_batch: the first global batch to produce (the batches already consumed).
       num_threads, prefetch_batches: threads and buffer that prepare batches ahead.
       num_workers: > 0 moves the work into that many worker processes (still deterministic).
-      transform: a picklable callable ``(example, rng) -> dict of arrays`` that replaces the
-        semantic augmentation (e.g. ``instance_augment.InstanceAugment``); augment_cfg may
-        then be None. Batches then hold its keys, each with a leading B/P axis.
 
     Returns:
       A grain ``DatasetIterator``: ``next(it)``, ``it.get_state()``, ``it.set_state(state)``.
@@ -72,8 +57,6 @@ def train_iterator(source, *, global_batch_size: int, seed: int, process_index: 
     if start_batch < 0:
         raise ValueError(f"start_batch must be >= 0, got {start_batch}")
     local_batch_size = global_batch_size // process_count
-    if transform is None:
-        transform = _Augment(AugmentConfig.from_config(augment_cfg))
 
     # shuffle() folds the epoch into its seed, so repeat() gives a new order every epoch;
     # random_map seeds each element's generator from the seed and its index in the endless
@@ -96,13 +79,13 @@ def train_iterator(source, *, global_batch_size: int, seed: int, process_index: 
 
 def _eval_indices(source, process_index: int, process_count: int, max_examples: int | None) -> range:
     _check_process(process_index, process_count)
-    return range(process_index, len(source), process_count)[:max_examples]
+    return range(len(source))[:max_examples][process_index::process_count]
 
 
 def eval_examples(source, *, process_index: int = 0, process_count: int = 1,
                   max_examples: int | None = None) -> Iterator[dict[str, Any]]:
-    """This process's validation examples, unbatched: indices process_index, +process_count, ...
-    (at most ``max_examples`` of them; None: all)."""
+    """This process's validation examples, unbatched: of the first ``max_examples`` (None:
+    all) over all processes, indices process_index, +process_count, ..."""
     for index in _eval_indices(source, process_index, process_count, max_examples):
         yield source[index]
 

@@ -14,7 +14,7 @@ Initialisers are named after the torch/caffe2 fills they reproduce:
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Dict, Tuple
 
 import flax.linen as nn
 import jax
@@ -29,6 +29,10 @@ xavier_fill = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
 NORMS = ("frozen_bn", "bn", "gn", "")
 BN_MOMENTUM = 0.9  # flax convention: running = 0.9 * running + 0.1 * batch (torch momentum 0.1)
 NORM_EPS = 1e-5  # torch BatchNorm2d / GroupNorm default
+# torchvision's ImageNet normalisation, RGB on 0..255 pixels (= 255 * [0.485, 0.456, 0.406],
+# 255 * [0.229, 0.224, 0.225])
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -164,3 +168,11 @@ def norm_layer(
         )
         return lambda x, train: module(x)
     raise ValueError(f"norm_layer: norm={norm!r} is not one of {NORMS}")
+
+
+def init_variables(model, rng: jax.Array, image_shape: Tuple[int, int]) -> Dict[str, Any]:
+    """Model variables for images of `image_shape (h, w)`."""
+    params_rng, points_rng = jax.random.split(rng)
+    images = jnp.zeros((1, *image_shape, 3), jnp.uint8)
+    variables = model.init({"params": params_rng, "points": points_rng}, images, train=False)
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}

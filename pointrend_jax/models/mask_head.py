@@ -23,8 +23,8 @@ import jax.numpy as jnp
 from pointrend_jax.models.box_ops import multilevel_roi_align
 from pointrend_jax.models.layers import msra_fill, xavier_fill
 from pointrend_jax.point_head import PointHead
-from pointrend_jax.point_ops import (point_sample, sample_training_points,
-                                     uncertain_grid_points, upsample_bilinear)
+from pointrend_jax.point_ops import point_sample, sample_training_points
+from pointrend_jax.subdivision import subdivide
 
 Array = jax.Array
 _predictor_init = nn.initializers.normal(stddev=0.001)
@@ -209,6 +209,11 @@ class PointRendMaskHead(nn.Module):
     mask_target_sampling_ratio: int = 2
     dtype: Any = jnp.float32
 
+    @property
+    def output_side(self) -> int:
+        """Side S of the predicted `(S, S)` masks."""
+        return self.coarse_side * 2 ** self.subdivision_steps
+
     def setup(self):
         self.coarse_head = CoarseMaskHead(
             self.num_classes, conv_dim=self.conv_dim, fc_dim=self.coarse_fc_dim,
@@ -267,17 +272,15 @@ class PointRendMaskHead(nn.Module):
         grid = jnp.broadcast_to(regular_grid(side), (n, r, side * side, 2))
         mask = _class_channel(self.point_logits(features, boxes, grid, coarse), classes)
         mask = mask.reshape(n * r, side, side, 1)
-        points = [grid]
-        for _ in range(self.subdivision_steps):
-            mask = upsample_bilinear(mask, 2)
-            hw = mask.shape[1:3]
-            index, rel = uncertain_grid_points(-jnp.abs(mask[..., 0]), self.subdivision_num_points)
+
+        def predict_at(rel):  # (N * R, P, 2) box-relative -> (N * R, P, 1) logits
             rel = rel.reshape(n, r, -1, 2)
             logits = _class_channel(self.point_logits(features, boxes, rel, coarse), classes)
-            flat = mask.reshape(n * r, hw[0] * hw[1])
-            flat = flat.at[jnp.arange(n * r)[:, None], index].set(logits.reshape(n * r, -1))
-            mask = flat.reshape(n * r, *hw, 1)
-            points.append(rel)
+            return logits.reshape(n * r, -1, 1)
+
+        mask, chosen = subdivide(mask, predict_at, num_steps=self.subdivision_steps,
+                                 num_points=self.subdivision_num_points)
+        points = [grid] + [rel.reshape(n, r, -1, 2) for rel in chosen]
         return {"masks": mask.reshape(n, r, *mask.shape[1:3]),
                 "coarse_masks": _class_channel(coarse, classes), "points": points}
 
@@ -315,6 +318,11 @@ class MaskRCNNConvHead(nn.Module):
     num_conv: int = 4
     conv_dim: int = 256
     dtype: Any = jnp.float32
+
+    @property
+    def output_side(self) -> int:
+        """Side S of the predicted `(S, S)` masks."""
+        return 2 * self.pooler_side
 
     @nn.compact
     def __call__(self, features, boxes):

@@ -30,10 +30,10 @@ import jax.numpy as jnp
 
 from pointrend_jax.models import box_ops
 from pointrend_jax.models.fpn import FPN
-from pointrend_jax.models.layers import compute_dtype, normalize_images, xavier_fill
+from pointrend_jax.models.layers import (IMAGENET_MEAN, IMAGENET_STD, compute_dtype,
+                                         normalize_images, xavier_fill)
 from pointrend_jax.models.mask_head import (MASK_HEADS, MaskRCNNConvHead, PointRendMaskHead,
                                             sigmoid_bce)
-from pointrend_jax.models.pointrend import IMAGENET_MEAN, IMAGENET_STD
 from pointrend_jax.models.resnet import ResNet
 
 Array = jax.Array

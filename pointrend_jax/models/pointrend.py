@@ -18,7 +18,7 @@ import numpy as np
 
 from pointrend_jax.models.deeplabv3 import DeepLabV3Head
 from pointrend_jax.models.fpn import FPN
-from pointrend_jax.models.layers import compute_dtype, normalize_images
+from pointrend_jax.models.layers import IMAGENET_MEAN, IMAGENET_STD, compute_dtype, normalize_images
 from pointrend_jax.models.resnet import ResNet
 from pointrend_jax.models.semantic_fpn import SemanticFPNHead
 from pointrend_jax.point_head import PointHead
@@ -26,8 +26,6 @@ from pointrend_jax.point_ops import point_sample, resize_bilinear, sample_traini
 from pointrend_jax.subdivision import sample_fine_features, subdivision_inference
 
 Array = jax.Array
-IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255, torchvision's normalisation
-IMAGENET_STD = (58.395, 57.12, 57.375)
 COARSE_HEADS = ("semantic_fpn", "deeplabv3")
 
 
@@ -167,14 +165,6 @@ class PointRendSegmenter(nn.Module):
         out["logits"] = resize_bilinear(refined, size)
         out["points"] = points
         return out
-
-
-def init_variables(model, rng: jax.Array, image_shape: Tuple[int, int]) -> Dict[str, Any]:
-    """Model variables for images of `image_shape (h, w)`."""
-    params_rng, points_rng = jax.random.split(rng)
-    images = jnp.zeros((1, *image_shape, 3), jnp.uint8)
-    variables = model.init({"params": params_rng, "points": points_rng}, images, train=False)
-    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
 def build_model(model_cfg, pointrend_cfg, num_classes: int) -> PointRendSegmenter:

@@ -28,7 +28,7 @@ Array = jax.Array
 Dtype = Any
 
 # depth -> (block kind, blocks per stage)
-_STAGES = {
+STAGES = {
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
@@ -132,8 +132,8 @@ class ResNet(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     def __post_init__(self):
-        if self.depth not in _STAGES:
-            raise ValueError(f"ResNet: depth={self.depth!r} is not one of {tuple(_STAGES)}")
+        if self.depth not in STAGES:
+            raise ValueError(f"ResNet: depth={self.depth!r} is not one of {tuple(STAGES)}")
         if self.output_stride not in _DILATE:
             raise ValueError(
                 f"ResNet: output_stride={self.output_stride!r} is not one of {tuple(_DILATE)}"
@@ -150,7 +150,7 @@ class ResNet(nn.Module):
                 f"ResNet: images must be (N, H, W, 3) channels-last, got shape {images.shape}"
             )
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        kind, blocks = _STAGES[self.depth]
+        kind, blocks = STAGES[self.depth]
         expansion = _EXPANSION[kind]
 
         x = conv(self.width, 7, stride=2, name="conv1", **kw)(images)

@@ -23,6 +23,8 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
+from pointrend_jax.data.transforms import settings_from_config, shortest_edge_size
+
 IGNORE_LABEL = 255
 _CROP_TRIES = 10  # as detectron2's RandomCrop_CategoryAreaConstraint
 
@@ -85,20 +87,6 @@ class AugmentConfig:
         return settings_from_config(cls, cfg)
 
 
-def settings_from_config(cls, cfg: Any):
-    """The augment dataclass `cls` from `cfg` (a ConfigDict, a mapping, an object with those
-    attributes, or already a `cls`): every field `cfg` sets (not None) is used, the rest keep
-    their defaults; `crop_size` is required."""
-    if isinstance(cfg, cls):
-        return cfg
-    get = cfg.get if isinstance(cfg, Mapping) or hasattr(cfg, "get") else (
-        lambda key, default=None: getattr(cfg, key, default))
-    if get("crop_size", None) is None:
-        raise ValueError("augment config needs crop_size (h, w).")
-    values = {f.name: get(f.name, None) for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if v is not None})
-
-
 def resize(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Resizes to ``size`` (h, w): image bilinear, label nearest (pixel centres aligned)."""
     if size == label.shape:
@@ -117,15 +105,6 @@ def random_scale(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
         return image, label
     height, width = label.shape
     return resize(image, label, (max(1, int(round(height * scale))), max(1, int(round(width * scale)))))
-
-
-def shortest_edge_size(height: int, width: int, short: int, max_size: int | None) -> tuple[int, int]:
-    """(h, w) with the short side ``short`` and the long side at most ``max_size``, the
-    aspect ratio kept; rounded half up as detectron2's ResizeShortestEdge."""
-    scale = short / min(height, width)
-    if max_size is not None and max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 def resize_shortest_edge(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
@@ -297,3 +276,17 @@ def augment(example: Mapping[str, Any], rng: np.random.Generator, cfg: AugmentCo
     if cfg.color_aug_ssd:
         image = color_aug_ssd(image, rng)
     return {"image": np.ascontiguousarray(image), "label": np.ascontiguousarray(label)}
+
+
+class SemanticAugment:
+    """``augment`` as grain's random_map transform (a class, so worker processes can pickle
+    it): ``(example, rng) -> {"image" uint8 (h, w, 3), "label" uint8 (h, w)}``."""
+
+    def __init__(self, cfg: AugmentConfig | Any):
+        self.cfg = AugmentConfig.from_config(cfg)
+
+    def __call__(self, example: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return augment(example, rng, self.cfg)
+
+    def __repr__(self) -> str:
+        return f"SemanticAugment({self.cfg!r})"

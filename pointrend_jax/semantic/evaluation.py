@@ -1,27 +1,27 @@
-"""Evaluation on the val split: the coarse head alone and PointRend, metrics as papers
-report them, example pictures and optional per-image predictions.
+"""Semantic evaluation on the val split: the coarse head alone and PointRend, metrics as
+papers report them, example pictures and optional per-image predictions.
 
-`eval.py` is the command line around `evaluate(config, workdir)`.
+Writes under `WORKDIR/eval/` (local or a bucket): `metrics.json` = `{"step", "coarse": {...},
+"pointrend": {...}}` (mIoU, boundary IoU, pixel accuracy, per-class IoU, as fractions),
+`examples/STEM.png` and, with `eval.save_predictions`, `predictions/STEM.png`.
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 
 import jax
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 from PIL import Image
 from tqdm import tqdm
 
-from pointrend_jax import config as config_lib
-from pointrend_jax import metrics, visualize
-from pointrend_jax.data import build_datasets
+from pointrend_jax import visualize
 from pointrend_jax.data.pipeline import eval_examples, num_eval_examples
-from pointrend_jax.instance_evaluation import evaluate_instances
-from pointrend_jax.models.build import task_of
-from pointrend_jax.models.pointrend import build_model
-from pointrend_jax.predictor import make_predict_fn, predict_padded, restore_variables
+from pointrend_jax.semantic import metrics
+from pointrend_jax.semantic.predictor import make_predict_fn, predict_padded
+from pointrend_jax.workdir import restore_variables
 
 
 REPORTED = ("miou", "boundary_iou", "pixel_accuracy", "per_class_iou", "per_class_boundary_iou")
@@ -33,14 +33,10 @@ def _split_stats(pred, label, num_classes):
     return confusion, inter, union
 
 
-def evaluate(config, workdir: str) -> dict:
-    """Runs the evaluation; returns what it writes to eval/metrics.json."""
-    config_lib.validate(config)
-    if task_of(config) == "instance":
-        return evaluate_instances(config, workdir)
-    data = build_datasets(config.data)
+def evaluate_semantic(config, workdir, data, model) -> dict:
+    """Evaluates `model` of the run in `workdir` on `data.val` (a `DatasetSpec`); returns
+    what it writes to eval/metrics.json."""
     k = data.num_classes
-    model = build_model(config.model, config.pointrend, k)
     variables, step = restore_variables(workdir, model, tuple(config.augment.crop_size),
                                         config.eval.step)
     predict = make_predict_fn(model)
@@ -48,7 +44,7 @@ def evaluate(config, workdir: str) -> dict:
     totals = {n: [np.zeros((k, k), np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64)]
               for n in names}
 
-    out_dir = os.path.join(workdir, "eval")
+    out_dir = epath.Path(workdir) / "eval"
     write = jax.process_index() == 0
     pidx, pcount = jax.process_index(), jax.process_count()
     share = dict(process_index=pidx, process_count=pcount, max_examples=config.eval.max_images)
@@ -64,13 +60,15 @@ def evaluate(config, workdir: str) -> dict:
                 total += np.asarray(value, np.int64)
         if write and i < config.eval.num_examples:
             visualize.save_comparison(
-                os.path.join(out_dir, "examples", f"{example['stem']}.png"), example["image"],
+                out_dir / "examples" / f"{example['stem']}.png", example["image"],
                 example["label"], preds["coarse"][0], preds[names[-1]][0],
                 points=[p[0] for p in out["points"]] or None)
         if config.eval.save_predictions:
-            path = os.path.join(out_dir, "predictions", f"{example['stem']}.png")
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            Image.fromarray(preds[names[-1]][0].astype(np.uint8)).save(path)
+            path = out_dir / "predictions" / f"{example['stem']}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            png = io.BytesIO()
+            Image.fromarray(preds[names[-1]][0].astype(np.uint8)).save(png, format="png")
+            path.write_bytes(png.getvalue())
 
     results = {"step": int(step)}
     for n in ("coarse", "pointrend"):
@@ -86,9 +84,25 @@ def evaluate(config, workdir: str) -> dict:
         computed = acc.compute()
         results[n] = {key: computed[key] for key in REPORTED}
     if write:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"step {step}, {count * pcount} val images")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+        print(f"step {step}, {num_eval_examples(data.val, max_examples=config.eval.max_images)} "
+              "val images")
         print(metrics.format_table({n: results[n] for n in names}))
     return results
+
+
+def example_images(model, variables, val_source, config, count: int):
+    """`image | ground truth | coarse | PointRend` strips (uint8 (H, 4W, 3)) of the first
+    `count` val images."""
+    predict = make_predict_fn(model)
+    images = []
+    for i in range(min(count, len(val_source))):
+        example = val_source[i]
+        out = predict_padded(predict, variables, example["image"][None], config.eval.size_divisor)
+        coarse = np.asarray(out["coarse"][0].argmax(-1))
+        refined = np.asarray(out["logits"][0].argmax(-1))
+        panels = [example["image"]] + [visualize.colorize(m) for m in
+                                       (example["label"], coarse, refined)]
+        images.append(np.concatenate(panels, axis=1))
+    return images

@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pointrend_jax.coco_metrics import paste_masks
-from pointrend_jax.data.instance_augment import InstanceAugmentConfig, prepare_eval_instances
-from pointrend_jax.predictor import check_image
+from pointrend_jax.data.transforms import check_image, padded_size
+from pointrend_jax.instance.augment import InstanceAugmentConfig, prepare_eval_instances
+from pointrend_jax.instance.coco_metrics import paste_masks
 
 
 def make_instance_predict_fn(model):
@@ -34,12 +34,14 @@ def make_instance_predict_fn(model):
     return predict
 
 
-def _canvas(shape, crop_size, divisor: int):
+def canvas_size(shape, crop_size, divisor: int):
+    """(h, w) an image of `shape` is zero-padded to: the training canvas `crop_size` when it
+    fits (one compilation for every such image), else multiples of `divisor`."""
     h, w = shape
     ch, cw = crop_size
     if h <= ch and w <= cw:
         return ch, cw
-    return -(-h // divisor) * divisor, -(-w // divisor) * divisor
+    return padded_size(h, w, divisor)
 
 
 def predict_instances(predict, variables, image: np.ndarray, augment_cfg, size_divisor: int,
@@ -52,7 +54,7 @@ def predict_instances(predict, variables, image: np.ndarray, augment_cfg, size_d
     height, width = image.shape[:2]
     prepared = prepare_eval_instances({"image": image}, cfg, size_divisor)
     resized = prepared["image"]
-    ch, cw = _canvas(resized.shape[:2], cfg.crop_size, size_divisor)
+    ch, cw = canvas_size(resized.shape[:2], cfg.crop_size, size_divisor)
     canvas = np.zeros((ch, cw, 3), np.uint8)
     canvas[:resized.shape[0], :resized.shape[1]] = resized
     out = jax.device_get(predict(variables, jnp.asarray(canvas[None]),

@@ -26,6 +26,9 @@ import pycocotools.mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from pointrend_jax.boundary import boundary_dilation
+from pointrend_jax.tables import text_table
+
 IOU_TYPES = ("bbox", "segm")
 # COCOeval.stats[0:6]: AP over IoU .50:.05:.95, AP at .50 and .75, AP of small/medium/large.
 AP_SUFFIXES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -199,11 +202,6 @@ def _erode(mask: np.ndarray, d: int) -> np.ndarray:
     return padded.astype(bool)
 
 
-def boundary_dilation(height: int, width: int, dilation_ratio: float = 0.02) -> int:
-    """Boundary width `d` in pixels: `max(1, round(dilation_ratio * image diagonal))`."""
-    return max(1, int(round(dilation_ratio * math.hypot(height, width))))
-
-
 def mask_boundary(mask, dilation_ratio: float = 0.02) -> np.ndarray:
     """Boundary region of `mask (h, w)` bool: the mask minus its erosion by a 3x3 square
     `d = boundary_dilation(h, w)` times, the image border counting as outside (so a mask
@@ -363,10 +361,4 @@ def format_instance_table(results: Mapping[str, Mapping[str, float]]) -> str:
     rows = [k for k in ALL_KEYS if k in present]
     rows += [k for k in dict.fromkeys(present) if k not in rows]
     cells = [[k] + [_percent1(results[c].get(k)) for c in columns] for k in rows]
-    header = ["metric"] + columns
-    widths = [max(len(r[i]) for r in [header] + cells) for i in range(len(header))]
-
-    def line(r):
-        return "  ".join([r[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(r[1:], widths[1:])])
-
-    return "\n".join([line(header), "-" * len(line(header))] + [line(r) for r in cells])
+    return text_table(["metric"] + columns, cells)

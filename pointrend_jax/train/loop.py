@@ -1,4 +1,6 @@
-"""The training loop: mesh, data, model and state, the jitted step, logging, checkpoints.
+"""The training loop: config -> task, mesh, data, model and state; the jitted step; logging
+and checkpoints. Nothing here depends on the task: the task answers (see
+`pointrend_jax.task`).
 
 `train.py` is the command line around `train(config, workdir)`.
 """
@@ -9,24 +11,16 @@ import time
 
 import jax
 import numpy as np
+from etils import epath
 from tqdm import tqdm
 
-from pointrend_jax import config as config_lib
-from pointrend_jax import train_lib
 from pointrend_jax.checkpointing import Checkpointer
-from pointrend_jax.data import build_datasets
 from pointrend_jax.data.pipeline import train_iterator
-from pointrend_jax.logging_utils import MetricWriter
-from pointrend_jax.models.build import build_task_model, task_of
-
-
-def _train_transform(config):
-    """The instance transform (boxes and masks follow the image), or None: the semantic one."""
-    if task_of(config) != "instance":
-        return None
-    from pointrend_jax.data.instance_augment import InstanceAugment
-
-    return InstanceAugment(config.augment)
+from pointrend_jax.tasks import validated_task
+from pointrend_jax.train import optimizer as optimizer_lib
+from pointrend_jax.train import state as state_lib
+from pointrend_jax.train.step import NonFiniteGuard, jit_train_step, make_train_step
+from pointrend_jax.train.writer import MetricWriter
 
 
 class _Sigterm:
@@ -43,42 +37,67 @@ class _Sigterm:
         self.received = True
 
 
-def train(config, workdir: str) -> dict:
-    """Runs (or resumes) training; returns the last logged measurements."""
-    config_lib.validate(config)
-    mesh = train_lib.make_mesh(config.mesh)
+def data_position(step: int, config) -> dict:
+    """The input position saved with checkpoint `step`: the global batches consumed, and
+    what the stream depends on."""
+    return {"batches_consumed": int(step), "global_batch_size": int(config.train.batch_size),
+            "seed": int(config.seed)}
+
+
+def check_data_position(saved, step: int, config, directory) -> None:
+    """Raises ValueError unless this run continues the data stream of checkpoint `step`
+    exactly (same position, global batch size and seed)."""
+    if saved is None:
+        return
+    mine = data_position(step, config)
+    keys = {"global_batch_size": "train.batch_size", "seed": "seed"}
+    for key, flag in keys.items():
+        if saved.get(key) != mine[key]:
+            raise ValueError(
+                f"checkpoint {directory}/{step} was trained with --config.{flag}="
+                f"{saved.get(key)}, this run has --config.{flag}={mine[key]}: its data stream "
+                "would not continue where the checkpoint left it. Rerun with "
+                f"--config.{flag}={saved.get(key)}, or start a new --workdir.")
+    if saved.get("batches_consumed") != step:
+        raise ValueError(f"checkpoint {directory}/{step} records {saved.get('batches_consumed')} "
+                         f"batches consumed at step {step}; it is not a checkpoint of this loop")
+
+
+def train(config, workdir) -> dict:
+    """Runs (or resumes) training; returns the last logged measurements. `workdir` is a local
+    folder or a bucket path (`gs://bucket/run`)."""
+    task = validated_task(config)
+    workdir = epath.Path(workdir)
+    mesh = state_lib.make_mesh(config.mesh)
     if config.train.batch_size % jax.device_count():
         raise ValueError(f"--config.train.batch_size={config.train.batch_size} must be divisible "
                          f"by the {jax.device_count()} devices")
-    data = build_datasets(config.data)
-    model = build_task_model(config, data.num_classes)
-    tx, schedule = train_lib.make_optimizer(config.optimizer, config.train.num_steps,
-                                           config.model.backbone.freeze_at)
+    data = task.build_datasets(config.data)
+    model = task.build_model(config, data.num_classes)
+    tx, schedule = optimizer_lib.make_optimizer(config.optimizer, config.train.num_steps,
+                                                config.model.backbone.freeze_at)
 
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-    state = train_lib.create_train_state(model, tx, init_rng, tuple(config.augment.crop_size),
+    state = state_lib.create_train_state(model, tx, init_rng, tuple(config.augment.crop_size),
                                          mesh, config.mesh)
     checkpointer = Checkpointer(workdir, max_to_keep=config.train.max_to_keep)
     restored = checkpointer.restore_latest_good(state)
     if restored is not None:
-        state, _, _ = restored
+        state, saved_position, restored_step = restored
+        check_data_position(saved_position, restored_step, config, checkpointer.directory)
     elif config.model.backbone.pretrained:
-        state = train_lib.with_pretrained_backbone(state, config.model)
+        state = state_lib.with_pretrained_backbone(state, config.model)
     first_step = int(state.step)
     # The input position is the number of global batches consumed, which is the step.
     batches = train_iterator(data.train, global_batch_size=config.train.batch_size,
                              seed=config.seed, process_index=jax.process_index(),
-                             process_count=jax.process_count(), augment_cfg=config.augment,
-                             start_batch=first_step, transform=_train_transform(config))
+                             process_count=jax.process_count(),
+                             transform=task.train_transform(config), start_batch=first_step)
 
-    def data_position(step):
-        return {"batches_consumed": step, "global_batch_size": config.train.batch_size,
-                "seed": config.seed}
-
-    writer = MetricWriter(workdir, config, class_names=data.class_names)
-    train_step = train_lib.jit_train_step(
-        train_lib.make_train_step(model, tx, schedule, config.loss), state, mesh)
-    guard = train_lib.NonFiniteGuard(config.train.max_nonfinite_steps)
+    writer = MetricWriter(workdir, config, data.class_names, task)
+    train_step = jit_train_step(make_train_step(task.loss_fn(model, config), tx, schedule),
+                                state, mesh)
+    guard = NonFiniteGuard(config.train.max_nonfinite_steps)
     sigterm = _Sigterm()
 
     pending, last, previous = [], {}, None
@@ -86,7 +105,8 @@ def train(config, workdir: str) -> dict:
                     disable=jax.process_index() != 0, dynamic_ncols=True)
     tick, images_since = time.perf_counter(), 0
     for step in range(first_step + 1, config.train.num_steps + 1):
-        state, measurements = train_step(state, train_lib.global_batch(next(batches), mesh), step_rng)
+        state, measurements = train_step(state, state_lib.global_batch(next(batches), mesh),
+                                         step_rng)
         if previous is not None:  # the previous step is done by now: reading it does not stall
             guard.update(step - 1, bool(previous["nonfinite"]))
         previous = measurements
@@ -110,7 +130,8 @@ def train(config, workdir: str) -> dict:
             guard.update(step, bool(measurements["nonfinite"]))
             previous = None
             if guard.streak == 0:  # never replace good checkpoints by skipped steps
-                checkpointer.save(step, state, data_position(step), force=final or preempted)
+                checkpointer.save(step, state, data_position(step, config),
+                                  force=final or preempted)
         if preempted:
             print(f"Preempted: saved a checkpoint at step {step}; rerun the same command to "
                   "continue.", flush=True)

@@ -10,19 +10,21 @@ The work is split in two, so evaluation stays on the accelerator until the end:
 - device side, jittable with static shapes (`num_classes` and `dilation_ratio` are static):
   `confusion_matrix` and `boundary_iou_stats` reduce one batch to `(K, K)` / `(K,)` counts;
 - host side, `SegmentationMetrics` adds those counts up over a split in int64 and turns them
-  into the numbers papers report (DESIGN.md section 5): detectron2 `SemSegEvaluator`'s mIoU
+  into the numbers papers report: detectron2 `SemSegEvaluator`'s mIoU
   and pixel accuracy, and Boundary IoU (Cheng et al., CVPR 2021).
 """
 from __future__ import annotations
 
 import functools
-import math
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from pointrend_jax.boundary import boundary_dilation
+from pointrend_jax.tables import text_table
 
 
 def _check_num_classes(num_classes) -> None:
@@ -71,13 +73,6 @@ def confusion_matrix(pred: jax.Array, label: jax.Array, num_classes: int) -> jax
     keep = (label >= 0) & (label < k) & (pred >= 0) & (pred < k)
     flat = jnp.where(keep, label * k + pred, k * k).reshape(-1)
     return jnp.bincount(flat, length=k * k + 1)[: k * k].reshape(k, k)
-
-
-def boundary_dilation(height: int, width: int, dilation_ratio: float = 0.02) -> int:
-    """Boundary width `d` in pixels: `max(1, round(dilation_ratio * image diagonal))`."""
-    if not dilation_ratio > 0:
-        raise ValueError(f"dilation_ratio must be > 0; got {dilation_ratio!r}")
-    return max(1, int(round(dilation_ratio * math.hypot(height, width))))
 
 
 def _window_min_max(x: jax.Array, d: int) -> Tuple[jax.Array, jax.Array]:
@@ -259,11 +254,4 @@ def format_table(
             rows.append((f"{prefix} {n}",
                          [(results_by_name[c].get(key) or {}).get(n) for c in columns]))
     cells = [[label] + [_percent(v) for v in values] for label, values in rows]
-    header = ["metric"] + columns
-    widths = [max(len(r[i]) for r in [header] + cells) for i in range(len(header))]
-
-    def line(r):
-        return "  ".join([r[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(r[1:], widths[1:])])
-
-    rule = "-" * len(line(header))
-    return "\n".join([line(header), rule] + [line(r) for r in cells])
+    return text_table(["metric"] + columns, cells)

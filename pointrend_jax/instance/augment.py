@@ -34,7 +34,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
-from pointrend_jax.data.augment import settings_from_config, shortest_edge_size
+from pointrend_jax.data.transforms import padded_size, settings_from_config, shortest_edge_size
 
 # How many instances were cut by the max_instances truncation in this process.
 truncation_stats = {"examples": 0, "instances": 0}
@@ -289,7 +289,7 @@ def prepare_eval_instances(example: Mapping[str, Any], cfg: InstanceAugmentConfi
     image = np.asarray(example["image"])
     height, width = image.shape[:2]
     new_h, new_w = eval_size(height, width, cfg)
-    canvas = (-(-new_h // size_divisor) * size_divisor, -(-new_w // size_divisor) * size_divisor)
+    canvas = padded_size(new_h, new_w, size_divisor)
     out: dict[str, Any] = {"image": _pad_image(resize_image(image, (new_h, new_w)), canvas)}
     if "boxes" in example:
         image, masks, boxes, classes = _check_example(example) if with_masks else (

@@ -1,4 +1,4 @@
-"""Evaluation of instance models on the val split with pycocotools: bbox AP and mask AP of the
+"""Instance evaluation on the val split with pycocotools: bbox AP and mask AP of the
 coarse masks (pasted at box size) and of PointRend's subdivided masks, Boundary AP, example
 pictures and the COCO results file.
 
@@ -13,43 +13,40 @@ format, image and category ids of the val json).
 from __future__ import annotations
 
 import json
-import os
 
 import jax
+import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from pointrend_jax import coco_metrics, visualize
-from pointrend_jax.data import build_datasets
+from pointrend_jax import visualize
 from pointrend_jax.data.pipeline import eval_examples, num_eval_examples
-from pointrend_jax.instance_predictor import make_instance_predict_fn, predict_instances
-from pointrend_jax.models.build import build_task_model
-from pointrend_jax.predictor import restore_variables
+from pointrend_jax.instance import coco_metrics
+from pointrend_jax.instance.predictor import make_instance_predict_fn, predict_instances
+from pointrend_jax.workdir import restore_variables
 
 
-def _gather(parts_dir: str, mine: dict) -> dict:
+def _gather(parts_dir: epath.Path, mine: dict) -> dict:
     """Every process's `{name: list}` concatenated (each process writes its share to the
     workdir; all read them all)."""
     pid, count = jax.process_index(), jax.process_count()
     if count == 1:
         return mine
-    os.makedirs(parts_dir, exist_ok=True)
-    with open(os.path.join(parts_dir, f"{pid}.json"), "w") as f:
-        json.dump(mine, f)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    (parts_dir / f"{pid}.json").write_text(json.dumps(mine))
     multihost_utils.sync_global_devices("instance eval results written")
     merged = {name: [] for name in mine}
     for p in range(count):
-        with open(os.path.join(parts_dir, f"{p}.json")) as f:
-            for name, values in json.load(f).items():
-                merged[name] += values
+        for name, values in json.loads((parts_dir / f"{p}.json").read_text()).items():
+            merged[name] += values
     multihost_utils.sync_global_devices("instance eval results read")
     return merged
 
 
-def evaluate_instances(config, workdir: str) -> dict:
-    """Runs the evaluation of an instance model; returns what it writes to eval/metrics.json."""
-    data = build_datasets(config.data)
-    model = build_task_model(config, data.num_classes)
+def evaluate_instances(config, workdir, data, model) -> dict:
+    """Evaluates `model` of the run in `workdir` on `data.val` (a `DatasetSpec`); returns
+    what it writes to eval/metrics.json."""
     variables, step = restore_variables(workdir, model, tuple(config.augment.crop_size),
                                         config.eval.step)
     predict = make_instance_predict_fn(model)
@@ -58,7 +55,7 @@ def evaluate_instances(config, workdir: str) -> dict:
     category_ids = data.val.category_ids
     coco_gt = data.val.coco_gt()
 
-    out_dir = os.path.join(workdir, "eval")
+    out_dir = epath.Path(workdir) / "eval"
     write = jax.process_index() == 0
     pidx, pcount = jax.process_index(), jax.process_count()
     share = dict(process_index=pidx, process_count=pcount, max_examples=config.eval.max_images)
@@ -85,23 +82,44 @@ def evaluate_instances(config, workdir: str) -> dict:
             # the cells the last subdivision step re-predicted, in the boxes shown
             points = [out["points"][-1][shown].reshape(-1, 2)] if "points" in out else None
             visualize.save_instance_comparison(
-                os.path.join(out_dir, "examples", f"{example['stem']}.png"), example["image"],
+                out_dir / "examples" / f"{example['stem']}.png", example["image"],
                 truth, dets(masks["coarse"]), dets(masks[names[-1]]), data.class_names,
                 points=points)
 
-    results = _gather(os.path.join(out_dir, "parts"), {**results, "image_ids": image_ids})
+    results = _gather(out_dir / "parts", {**results, "image_ids": image_ids})
     image_ids = sorted(results.pop("image_ids"))
     report = {"step": int(step), "coarse": None, "pointrend": None}
     if write:
         for n in names:
             report[n] = coco_metrics.evaluate_coco(coco_gt, results[n], image_ids=image_ids,
                                                    boundary=config.eval.boundary_ap)
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-            json.dump(report, f, indent=2)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
         if config.eval.save_predictions:
-            with open(os.path.join(out_dir, "predictions.json"), "w") as f:
-                json.dump(results[names[-1]], f)
+            (out_dir / "predictions.json").write_text(json.dumps(results[names[-1]]))
         print(f"step {step}, {len(image_ids)} val images")
         print(coco_metrics.format_instance_table({n: report[n] for n in names}))
     return report
+
+
+def example_images(model, variables, val_source, config, count: int):
+    """`image | ground truth | coarse | PointRend` strips (uint8 (H, 4W, 3)) of the first
+    `count` val images: masks blended over the image, detections scoring at least
+    `eval.example_score_thresh`."""
+    predict = make_instance_predict_fn(model)
+    k = model.num_classes
+    images = []
+    for i in range(min(count, len(val_source))):
+        example = val_source[i]
+        out = predict_instances(predict, variables, example["image"], config.augment,
+                                config.eval.size_divisor, with_coarse=True)
+        image = example["image"]
+        shown = out["scores"] >= config.eval.example_score_thresh
+        panels = [image,
+                  visualize.blend_masks(image, example["masks"].astype(bool),
+                                        example["classes"], k),
+                  visualize.blend_masks(image, out.get("coarse_masks", out["masks"])[shown],
+                                        out["classes"][shown], k),
+                  visualize.blend_masks(image, out["masks"][shown], out["classes"][shown], k)]
+        images.append(np.concatenate(panels, axis=1))
+    return images

@@ -1,0 +1,218 @@
+"""Instance segmentation configs (Mask R-CNN with the PointRend or the 28x28 mask head): the
+shared keys plus the instance ones, and their checks."""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from pointrend_jax import config as config_lib
+from pointrend_jax.models.mask_head import MASK_HEADS
+
+DATASETS = ("synthetic_instances", "coco")
+
+# keys of the other task's configs that users reach for here -> what to use instead
+REPLACEMENTS = {
+    "pointrend.enabled": "for the instance baseline use --config.model.mask_head=maskrcnn",
+    "loss.pixel_weight": "the mask losses are weighted by --config.loss.mask_weight",
+    "loss.point_weight": "the point loss is weighted by --config.loss.mask_point_weight",
+    "augment.color_jitter": "instance training does not change colours",
+    "augment.color_aug_ssd": "instance training does not change colours",
+    "model.head": "the instance model's heads are set by --config.model.mask_head",
+}
+
+
+def instance_config() -> ml_collections.ConfigDict:
+    """Instance segmentation defaults: detectron2's Mask R-CNN R50-FPN with the PointRend mask
+    head (`pointrend_rcnn_R_50_FPN_1x_coco.yaml`): 1x schedule, batch 16, short side
+    640..800 (max 1333) padded to a fixed 1344x1344 canvas (static shapes)."""
+    c = config_lib.base_config()
+    c.task = "instance"
+    c.data.name = "synthetic_instances"  # "synthetic_instances" | "coco" (COCO-format files)
+    c.data.image_size = config_dict.placeholder(int)  # synthetic_instances: picture side
+    c.data.train_images = config_dict.placeholder(str)  # coco: image folder of the train json
+    c.data.train_json = config_dict.placeholder(str)  # coco: COCO-format instances json
+    c.data.val_images = config_dict.placeholder(str)  # coco: image folder of the val json
+    c.data.val_json = config_dict.placeholder(str)  # coco: COCO-format val instances json
+
+    c.augment.crop_size = (1344, 1344)  # the fixed canvas every training image is padded to
+    c.augment.short_side = (640, 672, 704, 736, 768, 800)
+    c.augment.max_size = 1333
+    c.augment.test_short_side = 800  # eval/predict resize of the short side (None: original)
+    c.augment.max_instances = 100  # ground-truth instances per image (more: largest kept)
+
+    c.model.backbone.freeze_at = 2
+    c.model.mask_head = "pointrend"  # "pointrend" | "maskrcnn" (the 4-conv 28x28 baseline)
+    c.model.rpn = ml_collections.ConfigDict()
+    c.model.rpn.anchor_sizes = (32, 64, 128, 256, 512)  # one per level p2..p6
+    c.model.rpn.aspect_ratios = (0.5, 1.0, 2.0)  # anchor height / width
+    c.model.rpn.pre_nms_topk_train = 2000  # proposals per FPN level before NMS (training)
+    c.model.rpn.post_nms_topk_train = 1000  # proposals per image after NMS (training)
+    c.model.rpn.pre_nms_topk_test = 1000  # proposals per FPN level before NMS (inference)
+    c.model.rpn.post_nms_topk_test = 1000  # proposals per image after NMS (inference)
+    c.model.rpn.nms_thresh = 0.7  # proposal NMS IoU
+    c.model.rpn.batch_size_per_image = 256  # anchors sampled for the RPN losses
+    c.model.rpn.positive_fraction = 0.5  # of which at most this share positive
+    c.model.rpn.iou_thresholds = (0.3, 0.7)  # anchor IoU: below negative, above positive
+    c.model.roi_heads = ml_collections.ConfigDict()
+    c.model.roi_heads.batch_size_per_image = 512  # regions sampled per image (training)
+    c.model.roi_heads.positive_fraction = 0.25  # of which at most this share foreground
+    c.model.roi_heads.iou_threshold = 0.5  # region IoU with a ground truth to be foreground
+    c.model.roi_heads.score_thresh_test = 0.05  # detections below this score are dropped
+    c.model.roi_heads.nms_thresh_test = 0.5  # per-class NMS IoU of the detections
+    c.model.roi_heads.detections_per_image = 100  # D: detections kept per image
+    c.model.roi_heads.test_topk_candidates = 2000  # (box, class) pairs entering NMS
+    c.model.roi_heads.box_pooler_side = 7  # ROIAlign output side of the box head
+    c.model.roi_heads.sampling_ratio = 2  # ROIAlign samples per bin side (fixed: static shapes)
+    c.model.roi_heads.box_fc_dim = 1024  # box head FC width
+    c.model.roi_heads.box_num_fc = 2  # box head FC layers
+    # mask head trained on the box head's regressed boxes (detectron2's TRAIN_ON_PRED_BOXES,
+    # on in its PointRend configs; off: on the proposals, as plain Mask R-CNN)
+    c.model.roi_heads.train_on_pred_boxes = True
+    c.model.roi_heads.mask_conv_dim = 256  # mask head conv channels
+    c.model.roi_heads.mask_pooler_side = 14  # maskrcnn head: 14x14 ROIAlign -> 28x28 masks
+    c.model.roi_heads.coarse_mask_features = ("p2",)  # pointrend: coarse head input
+    c.model.roi_heads.coarse_mask_pooler_side = 14  # pointrend: ROIAlign side of the coarse head
+    c.model.roi_heads.coarse_mask_side = 7  # pointrend: coarse mask side
+    c.model.roi_heads.coarse_mask_fc_dim = 1024  # pointrend: coarse head FC width
+    c.model.roi_heads.coarse_mask_num_fc = 2  # pointrend: coarse head FC layers
+
+    c.pointrend.fine_features = ("p2",)
+    c.pointrend.train_num_points = 14 * 14  # per box
+    c.pointrend.subdivision_steps = 5  # 7 -> 224
+    c.pointrend.subdivision_num_points = 28 * 28
+
+    c.loss.mask_weight = 1.0  # weight of loss_mask (the coarse or 28x28 mask loss)
+    c.loss.mask_point_weight = 1.0  # weight of loss_mask_point (PointRend's point loss)
+
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.02
+    c.optimizer.schedule = "steps"
+    c.optimizer.decay_steps = (60000, 80000)
+    c.optimizer.warmup_steps = 1000
+    c.train.batch_size = 16
+    c.train.num_steps = 90000
+    c.train.checkpoint_every = 5000
+    c.train.image_summary_every = 5000
+    c.eval.boundary_ap = True  # also Boundary AP (slower: boundaries of every mask)
+    c.eval.example_score_thresh = 0.5  # detections drawn in eval/examples/*.png
+    return c
+
+
+def _small_instance_images(c: ml_collections.ConfigDict) -> None:
+    """What the CPU-sized and smoke-run instance models share: pictures used at their own size
+    (random scale 0.8..1.2, no shortest-edge resize), a ResNet-18 with trainable BN, nothing
+    frozen, anchors 8..128 px for objects of 8-60 px."""
+    c.augment.short_side = ()
+    c.augment.min_scale = 0.8
+    c.augment.max_scale = 1.2
+    c.augment.max_size = config_dict.placeholder(int)
+    c.augment.test_short_side = config_dict.placeholder(int)
+    c.model.backbone.depth = 18
+    c.model.backbone.norm = "bn"
+    c.model.backbone.freeze_at = 0
+    c.model.rpn.anchor_sizes = (8, 16, 32, 64, 128)
+    c.eval.size_divisor = 32
+
+
+def instance_cpu_sized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A Mask R-CNN that trains usefully on the 128x128 synthetic instances on 2 CPU cores:
+    ResNet-18 at width 16 with trainable BN, 64-channel FPN, anchors 8..128 px, proposal and
+    region counts scaled to ~5 objects per picture, heads narrowed; PointRend's masks still
+    go 7 -> 224 in 5 steps of 784 points."""
+    _small_instance_images(c)
+    c.data.name = "synthetic_instances"
+    c.augment.crop_size = (128, 128)
+    c.augment.max_instances = 16
+    c.model.backbone.width = 16
+    c.model.fpn_channels = 64
+    c.model.rpn.pre_nms_topk_train = 600
+    c.model.rpn.post_nms_topk_train = 300
+    c.model.rpn.pre_nms_topk_test = 300
+    c.model.rpn.post_nms_topk_test = 150
+    c.model.rpn.batch_size_per_image = 128
+    c.model.roi_heads.batch_size_per_image = 128
+    c.model.roi_heads.detections_per_image = 32
+    c.model.roi_heads.test_topk_candidates = 400
+    c.model.roi_heads.box_fc_dim = 256
+    c.model.roi_heads.mask_conv_dim = 64
+    c.model.roi_heads.coarse_mask_fc_dim = 256
+    c.pointrend.fc_dim = 64
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.weight_decay = 1e-4
+    c.optimizer.schedule = "cosine"
+    c.optimizer.warmup_steps = 100
+    c.train.batch_size = 8
+    c.train.num_steps = 2000
+    c.train.log_every = 25
+    c.train.checkpoint_every = 1000
+    c.train.image_summary_every = 1000
+    return c
+
+
+def instance_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """An instance experiment shrunk to a seconds-long smoke run (tests, CI)."""
+    c.data.num_train = 8
+    c.data.num_val = 4
+    c.data.image_size = 64
+    _small_instance_images(c)
+    c.augment.crop_size = (64, 64)
+    c.augment.max_instances = 8
+    c.model.backbone.width = 8
+    c.model.backbone.pretrained = None
+    c.model.fpn_channels = 16
+    c.model.rpn.pre_nms_topk_train = 200
+    c.model.rpn.post_nms_topk_train = 100
+    c.model.rpn.pre_nms_topk_test = 200
+    c.model.rpn.post_nms_topk_test = 50
+    c.model.rpn.batch_size_per_image = 64
+    c.model.roi_heads.batch_size_per_image = 32
+    c.model.roi_heads.detections_per_image = 8
+    c.model.roi_heads.test_topk_candidates = 100
+    c.model.roi_heads.box_fc_dim = 32
+    c.model.roi_heads.mask_conv_dim = 16
+    c.model.roi_heads.coarse_mask_fc_dim = 32
+    c.pointrend.fc_dim = 16
+    c.pointrend.subdivision_num_points = 196
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.01
+    c.optimizer.schedule = "constant"
+    c.optimizer.warmup_steps = 2
+    c.train.batch_size = 4
+    c.train.num_steps = 4
+    c.train.log_every = 2
+    c.train.checkpoint_every = 2
+    c.train.image_summary_every = 4
+    c.eval.num_examples = 2
+    return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the `--config.` key of the first inconsistent setting."""
+    config_lib.validate_shared(config)
+    config_lib.choice("data.name", config.data.name, DATASETS)
+    config_lib.choice("model.mask_head", config.model.mask_head, MASK_HEADS)
+    rpn, roi = config.model.rpn, config.model.roi_heads
+    config_lib.check_positive({
+        "augment.max_instances": config.augment.max_instances,
+        "model.rpn.pre_nms_topk_train": rpn.pre_nms_topk_train,
+        "model.rpn.post_nms_topk_train": rpn.post_nms_topk_train,
+        "model.rpn.pre_nms_topk_test": rpn.pre_nms_topk_test,
+        "model.rpn.post_nms_topk_test": rpn.post_nms_topk_test,
+        "model.rpn.batch_size_per_image": rpn.batch_size_per_image,
+        "model.roi_heads.batch_size_per_image": roi.batch_size_per_image,
+        "model.roi_heads.detections_per_image": roi.detections_per_image,
+        "model.roi_heads.test_topk_candidates": roi.test_topk_candidates,
+        "model.roi_heads.sampling_ratio": roi.sampling_ratio,
+    })
+    if len(rpn.anchor_sizes) != 5:
+        raise ValueError(f"--config.model.rpn.anchor_sizes={tuple(rpn.anchor_sizes)} needs one "
+                         "size per FPN level p2..p6 (5 values)")
+    config_lib.check_fraction("model.rpn.positive_fraction", rpn.positive_fraction)
+    config_lib.check_fraction("model.roi_heads.positive_fraction", roi.positive_fraction)
+    if int(roi.batch_size_per_image * roi.positive_fraction) < 1:
+        raise ValueError("--config.model.roi_heads.batch_size_per_image * positive_fraction must "
+                         "allow at least one foreground region")
+    if config.eval.size_divisor % 32:
+        raise ValueError(f"--config.eval.size_divisor={config.eval.size_divisor} must be a "
+                         "multiple of 32 (the backbone's stride)")
