@@ -1,5 +1,5 @@
-"""PointRend on the embedded synthetic binary shapes (object vs background): the setting of
-SEED_NOTES.md's binary product, where PointRend lifted mIoU from 95.4 to 98.8.
+"""PointRend on the embedded synthetic binary shapes (object vs background): the setting of a
+practitioner's binary product where PointRend was reported to lift mIoU from 95.4 to 98.8.
 
 Same CPU-sized model and schedule as synthetic_multiclass.py.
 """

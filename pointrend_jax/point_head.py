@@ -23,7 +23,7 @@ class PointHead(nn.Module):
     `__call__(fine_point_feats (N, P, C), coarse_point_logits (N, P, K)) -> (N, P, K)`.
     The input is `concat(fine, coarse)`; with `coarse_pred_each_layer` the coarse logits
     are concatenated again after every hidden layer, so the predictor sees them too.
-    `activation="elu"` is the practitioner's variant from SEED_NOTES.md.
+    `activation="elu"` is a practitioner's variant (docs/design.md, section 1).
     """
 
     num_classes: int

@@ -190,7 +190,7 @@ def sample_training_points(
 ) -> jax.Array:
     """Training points biased towards uncertain regions: `(N, num_points, 2)`.
 
-    With N points, oversampling k and importance beta (DESIGN.md section 1):
+    With N points, oversampling k and importance beta (docs/design.md, section 1):
     draw `int(k * N)` uniform points, sample `coarse_logits (N, H, W, K)` there, keep the
     `int(beta * N)` most uncertain, then add `N - int(beta * N)` fresh uniform points.
     `rng` is split into two keys, one for the candidates and one for the fresh points.

@@ -85,7 +85,7 @@ class PointRendSegmenter(nn.Module):
       image, "logits" (N, H, W, K): PointRend's (the coarse ones when not enabled),
       "points": [(N, P_s, 2)] cell centres chosen at each subdivision step}`.
 
-    `upsample_coarse_first` (SEED_NOTES.md trick 2): when the coarse logits are smaller
+    `upsample_coarse_first` (a practitioner's variant, docs/design.md): when the coarse logits are smaller
     than the first fine map, first resize them to it (bilinear); point features and the
     subdivision then start from that map, with correspondingly fewer steps (same output size).
     """
