@@ -38,8 +38,8 @@ import importlib
 import os
 from typing import Any, Sequence
 
-from pointrend_jax.data.folder import (DataError, FolderSource, resolve_class_names,
-                                       validate_folder)
+from pointrend_jax.data.files import DataError
+from pointrend_jax.data.folder import FolderSource, resolve_class_names, validate_folder
 
 DOWNLOADED_DATASETS = ("cityscapes", "ade20k", "voc")  # module names under pointrend_jax.data
 INSTANCE_DATASETS = ("synthetic_instances", "coco")  # instance segmentation (boxes, masks)

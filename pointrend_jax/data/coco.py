@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from pointrend_jax.data.folder import DataError, _report, load_image
+from pointrend_jax.data.files import DataError, read_image, report
 
 # pycocotools 2.0.11 decodes through an __array__ that predates NumPy 2's copy keyword; the
 # result is right, the DeprecationWarning it triggers on every decode is only noise.
@@ -191,7 +191,7 @@ class CocoSource:
             self._images.append({"id": img["id"], "file_name": str(img["file_name"]),
                                  "height": int(height), "width": int(width)})
         if missing:
-            raise DataError(_report(f"{self.json_path}: image files listed in the json are missing "
+            raise DataError(report(f"{self.json_path}: image files listed in the json are missing "
                                     f"under {self.images_dir}", missing))
 
         # Annotations: kept ones per image; crowd ones for coco_gt; the rest skipped and counted.
@@ -287,7 +287,7 @@ class CocoSource:
     def __getitem__(self, index: int) -> dict[str, Any]:
         info = self._images[index]
         path = self.images_dir / info["file_name"]
-        image = load_image(path)
+        image = read_image(path, str(path))
         height, width = info["height"], info["width"]
         if image.shape[:2] != (height, width):
             raise DataError(f"Image {path} is {image.shape[1]}x{image.shape[0]} (WxH) but "

@@ -46,13 +46,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, UnidentifiedImageError
 
-from pointrend_jax.data.folder import DataError
+from pointrend_jax.data.files import (IGNORE_LABEL, LABEL_MODES, DataError, read_image,
+                                      read_label, report)
 from pointrend_jax.data.synthetic import _file_lock
 
-IGNORE_LABEL = 255
 SPLITS = ("train", "val")
-LABEL_MODES = ("L", "P")  # 8-bit grey, or palette whose indices are the ids
-_MAX_REPORTED = 30
 
 
 class ManualDirError(DataError):
@@ -80,17 +78,6 @@ def label_table(mapping: Mapping[int, int]) -> np.ndarray:
             raise ValueError(f"label mapping {raw} -> {train} is outside uint8 / uses 255")
         table[raw] = train
     return table
-
-
-def report(title: str, problems: Sequence[str], hint: str = "") -> str:
-    """A readable multi-line error: the title, at most 30 problems, then ``hint``."""
-    shown = list(problems[:_MAX_REPORTED])
-    more = len(problems) - len(shown)
-    text = f"{title} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n  "
-    text += "\n  ".join(shown)
-    if more:
-        text += f"\n  ... and {more} more"
-    return text + (f"\n{hint}" if hint else "")
 
 
 def check_manual_dir(manual_dir: str | os.PathLike | None, what: str, instructions: str) -> pathlib.Path:
@@ -162,29 +149,6 @@ def encode_png_label(label: np.ndarray) -> bytes:
 # --------------------------------------------------------------------------------------
 
 
-def decode_image(data: bytes, what: str) -> np.ndarray:
-    """Encoded image bytes -> uint8 (H, W, 3) RGB (grey, palette, CMYK converted)."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise DataError(f"Cannot decode the image of {what}: {err}") from err
-
-
-def decode_label(data: bytes, what: str) -> np.ndarray:
-    """Encoded 8-bit label PNG bytes -> its raw ids, uint8 (H, W) (palette indices for 'P')."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            mode = img.mode
-            if mode in LABEL_MODES:
-                return np.asarray(img, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise DataError(f"Cannot decode the label of {what}: {err}") from err
-    raise DataError(f"The label of {what} has PIL mode {mode!r}; expected 'L' or 'P'.")
-
-
 class EncodedSource:
     """A prepared split as the contract's examples: image uint8 (H, W, 3), label uint8
     (H, W) train ids (255 = ignore), stem ``str``.
@@ -210,8 +174,8 @@ class EncodedSource:
         stem = example["stem"]
         stem = stem.decode("utf-8") if isinstance(stem, bytes) else str(stem)
         what = f"{self._name} example {stem!r}"
-        image = decode_image(example["image"], what)
-        raw = decode_label(example["label"], what)
+        image = read_image(example["image"], f"of {what}")
+        raw = read_label(example["label"], f"of {what}")
         if raw.shape != image.shape[:2]:
             raise DataError(f"The label of {what} is {raw.shape[1]}x{raw.shape[0]} but its image is "
                             f"{image.shape[1]}x{image.shape[0]} (WxH).")

@@ -25,16 +25,11 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-IGNORE_LABEL = 255
+from pointrend_jax.data.files import IGNORE_LABEL, DataError, read_image, read_label, report
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIX = ".png"
-MASK_MODES = ("L", "P")  # single-channel 8-bit; for "P" the palette indices are the ids
 SPLITS = ("train", "val")
-_MAX_REPORTED = 30  # problems listed in one DataError before "... and N more"
-
-
-class DataError(ValueError):
-    """The data on disk does not match what the data layer expects."""
 
 
 # --------------------------------------------------------------------------------------
@@ -129,45 +124,18 @@ def list_pairs(root: str | os.PathLike, split: str) -> list[tuple[str, pathlib.P
     problems += [f"mask {masks[s]} has no image: expected {images_dir / s}"
                  f"{{{','.join(IMAGE_SUFFIXES)}}}" for s in sorted(masks.keys() - images.keys())]
     if problems:
-        raise DataError(_report(f"Images and masks of split {split!r} do not pair up", problems))
+        raise DataError(report(f"Images and masks of split {split!r} do not pair up", problems))
     return [(stem, images[stem], masks[stem]) for stem in sorted(images)]
-
-
-def _report(title: str, problems: list[str]) -> str:
-    shown = problems[:_MAX_REPORTED]
-    more = len(problems) - len(shown)
-    text = f"{title} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n  " + "\n  ".join(shown)
-    return text + (f"\n  ... and {more} more" if more else "")
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as uint8 (H, W, 3) RGB (grayscale, palette and RGBA converted)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: keep the top byte
-                grey = np.asarray(img, dtype=np.float64)
-                rgb = np.clip(grey / 256.0, 0, 255).astype(np.uint8)
-                return np.repeat(rgb[..., None], 3, axis=-1)
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise DataError(f"Cannot read image {path}: {err}") from err
+    return read_image(path, str(path))
 
 
 def load_mask(path: str | os.PathLike) -> np.ndarray:
     """A mask PNG as uint8 (H, W) class ids; mode "L" or palette "P" (its indices)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode in MASK_MODES:
-                return np.asarray(img, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise DataError(f"Cannot read mask {path}: {err}") from err
-    raise DataError(
-        f"Mask {path} has PIL mode {mode!r}; expected a single-channel 8-bit PNG "
-        f"(mode 'L', or palette 'P' whose indices are the class ids) holding uint8 class ids "
-        f"with 255 = ignore.")
+    return read_label(path, str(path))
 
 
 # --------------------------------------------------------------------------------------
@@ -258,5 +226,5 @@ def validate_folder(root: str | os.PathLike, split: str, num_classes: int, *,
         results = list(pool.map(lambda p: _check_pair(p[1], p[2], int(num_classes)), pairs))
     problems = [line for lines in results for line in lines]
     if problems:
-        raise DataError(_report(f"Bad files in split {split!r} of {root}", problems))
+        raise DataError(report(f"Bad files in split {split!r} of {root}", problems))
     return len(pairs)
