@@ -320,14 +320,6 @@ class CocoSource:
         """The json's image ids in index order."""
         return [img["id"] for img in self._images]
 
-    @property
-    def num_instances_max(self) -> int:
-        """The largest number of kept (non-crowd) instances on one image."""
-        return max((len(anns) for anns in self._annotations), default=0)
-
-    def num_instances(self, index: int) -> int:
-        return len(self._annotations[index])
-
     def coco_gt(self):
         """The validated ground truth as a ``pycocotools.coco.COCO`` (for COCOeval).
 

@@ -33,7 +33,7 @@ class _Sigterm:
         if jax.process_count() == 1:
             signal.signal(signal.SIGTERM, self._handle)
 
-    def _handle(self, signum, frame):
+    def _handle(self, *_):
         self.received = True
 
 
