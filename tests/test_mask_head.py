@@ -83,9 +83,9 @@ def test_subdivision_equals_detectron2_loop(np_rng):
     head = _head()
     features, boxes, classes = _inputs(np_rng)
     variables = head.init(jax.random.key(int(np_rng.integers(1 << 30))), features, boxes, classes,
-                          (IMAGE, IMAGE), method=head.predict)
-    out = head.apply(variables, features, boxes, classes, (IMAGE, IMAGE), method=head.predict)
-    coarse = head.apply(variables, features, boxes, (IMAGE, IMAGE), method=head.coarse_logits)
+                          method=head.predict)
+    out = head.apply(variables, features, boxes, classes, method=head.predict)
+    coarse = head.apply(variables, features, boxes, method=head.coarse_logits)
     assert out["masks"].shape == (1, 5, 56, 56) and out["coarse_masks"].shape == (1, 5, 7, 7)
 
     torch_head = TorchPointHead(C, K, 3, 12, True, "relu").load_flax(
@@ -104,12 +104,12 @@ def test_subdivision_equals_detectron2_loop(np_rng):
 def test_subdivision_with_every_cell_equals_dense_point_head(np_rng):
     head = _head(subdivision_steps=2, subdivision_num_points=28 * 28)
     features, boxes, classes = _inputs(np_rng, r=3)
-    variables = head.init(jax.random.key(0), features, boxes, classes, (IMAGE, IMAGE),
+    variables = head.init(jax.random.key(0), features, boxes, classes,
                           method=head.predict)
-    out = head.apply(variables, features, boxes, classes, (IMAGE, IMAGE), method=head.predict)
+    out = head.apply(variables, features, boxes, classes, method=head.predict)
 
     def dense(module):
-        coarse = module.coarse_logits(features, boxes, (IMAGE, IMAGE))
+        coarse = module.coarse_logits(features, boxes)
         grid = jnp.broadcast_to(regular_grid(28), (1, 3, 28 * 28, 2))
         return module.point_logits(features, boxes, grid, coarse)
 
@@ -186,9 +186,9 @@ def test_maskrcnn_head_shapes_and_loss(np_rng):
     maps = {f"p{l}": jnp.asarray(np_rng.standard_normal((1, IMAGE >> l, IMAGE >> l, C)),
                                  jnp.float32) for l in (2, 3, 4, 5)}
     _, boxes, classes = _inputs(np_rng, r=4)
-    variables = head.init(jax.random.key(0), maps, boxes, classes, (IMAGE, IMAGE),
+    variables = head.init(jax.random.key(0), maps, boxes, classes,
                           method=head.predict)
-    out = head.apply(variables, maps, boxes, classes, (IMAGE, IMAGE), method=head.predict)
+    out = head.apply(variables, maps, boxes, classes, method=head.predict)
     assert out["masks"].shape == (1, 4, 28, 28)
     masks = jnp.asarray(np.packbits(_random_masks(np_rng, 1, 2, IMAGE, IMAGE), axis=-1))
     loss = head.apply(variables, maps, boxes, classes, jnp.ones((1, 4), bool), masks,

@@ -138,7 +138,6 @@ class CocoSource:
         self.images_dir = pathlib.Path(images_dir)
         self.json_path = pathlib.Path(json_path)
         self.split_name = split_name
-        name = self.json_path.name
         if not self.json_path.is_file():
             raise DataError(f"{self.json_path}: no such file (the COCO-format json of split {split_name!r}).")
         if not self.images_dir.is_dir():

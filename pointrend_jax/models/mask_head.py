@@ -229,7 +229,7 @@ class PointRendMaskHead(nn.Module):
             raise ValueError(f"PointRendMaskHead: no feature maps {missing}; have {sorted(features)}")
         return [features[k] for k in names], [int(k[1:]) for k in names]
 
-    def coarse_logits(self, features: Mapping[str, Array], boxes: Array, image_shape) -> Array:
+    def coarse_logits(self, features: Mapping[str, Array], boxes: Array) -> Array:
         """`(N, R, coarse_side, coarse_side, K)` coarse mask logits of `boxes (N, R, 4)`."""
         maps, levels = self._maps(features, self.coarse_features)
         n, r, _ = boxes.shape
@@ -249,7 +249,7 @@ class PointRendMaskHead(nn.Module):
 
     def losses(self, features, boxes, classes, valid, mask_bits, gt_index, image_shape
                ) -> Dict[str, Array]:
-        coarse = self.coarse_logits(features, boxes, image_shape)
+        coarse = self.coarse_logits(features, boxes)
         width = image_shape[1]
         targets = crop_and_resize_masks(mask_bits, width, gt_index, boxes, self.coarse_side,
                                         self.mask_target_sampling_ratio)
@@ -265,8 +265,8 @@ class PointRendMaskHead(nn.Module):
         point = _class_channel(self.point_logits(features, boxes, rel, coarse), classes)
         return {"loss_mask": loss_mask, "loss_mask_point": _masked_bce(point, labels, valid)}
 
-    def predict(self, features, boxes, classes, image_shape) -> Dict[str, Any]:
-        coarse = self.coarse_logits(features, boxes, image_shape)
+    def predict(self, features, boxes, classes) -> Dict[str, Any]:
+        coarse = self.coarse_logits(features, boxes)
         n, r = classes.shape
         side = self.coarse_side
         grid = jnp.broadcast_to(regular_grid(side), (n, r, side * side, 2))
@@ -346,7 +346,7 @@ class MaskRCNNConvHead(nn.Module):
                                         logits.shape[-1], self.sampling_ratio)
         return {"loss_mask": _masked_bce(logits, targets, valid)}
 
-    def predict(self, features, boxes, classes, image_shape):
+    def predict(self, features, boxes, classes):
         masks = _class_channel(self(features, boxes), classes)
         return {"masks": masks, "coarse_masks": masks, "points": []}
 

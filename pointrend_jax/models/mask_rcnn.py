@@ -337,7 +337,7 @@ class MaskRCNN(nn.Module):
         logits, deltas = self.rpn_head([features[f"p{l}"] for l in RPN_LEVELS])
         proposals, proposal_valid = self._proposals(logits, deltas, anchors, image_sizes, train=False)
         boxes, scores, classes, valid = self._detect(features, proposals, proposal_valid, image_sizes)
-        masks = self.mask_head.predict(features, boxes, classes, (h, w))
+        masks = self.mask_head.predict(features, boxes, classes)
         return {"boxes": boxes, "scores": scores, "classes": classes, "valid": valid, **masks}
 
     def __call__(self, images: Array, targets: Optional[Mapping[str, Array]] = None,

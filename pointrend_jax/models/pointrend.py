@@ -9,7 +9,7 @@ and subdivision inference; with `enabled=False` it is the plain coarse model.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
