@@ -27,13 +27,13 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from pointrend_jax.models import box_ops
 from pointrend_jax.models.fpn import FPN
 from pointrend_jax.models.layers import (IMAGENET_MEAN, IMAGENET_STD, compute_dtype,
                                          normalize_images, xavier_fill)
-from pointrend_jax.models.mask_head import (MASK_HEADS, MaskRCNNConvHead, PointRendMaskHead,
-                                            sigmoid_bce)
+from pointrend_jax.models.mask_head import MASK_HEADS, MaskRCNNConvHead, PointRendMaskHead
 from pointrend_jax.models.resnet import ResNet
 
 Array = jax.Array
@@ -233,7 +233,7 @@ class MaskRCNN(nn.Module):
 
         positive, negative, target = jax.vmap(one_image)(rngs, targets["boxes"], targets["valid"])
         normalizer = float(self.rpn.batch_size_per_image * n)
-        cls = sigmoid_bce(logits, positive.astype(jnp.float32))
+        cls = optax.sigmoid_binary_cross_entropy(logits, positive.astype(jnp.float32))
         loss_cls = jnp.sum(jnp.where(positive | negative, cls, 0.0)) / normalizer
         loc = jnp.sum(_l1(deltas - jax.lax.stop_gradient(target)), axis=-1)
         loss_loc = jnp.sum(jnp.where(positive, loc, 0.0)) / normalizer
@@ -290,6 +290,10 @@ class MaskRCNN(nn.Module):
                                                     targets["image_size"], train=True)
         regions, classes, gt, positive, chosen, box_targets = self._sample_regions(
             proposals, proposal_valid, targets)
+        # The discrete choices of the step, for inspection (apply with mutable=["choices"];
+        # otherwise a no-op): which proposals were sampled, with which labels.
+        self.sow("choices", "regions", regions)
+        self.sow("choices", "region_classes", jnp.where(chosen, classes, -1))
         box_losses, predicted = self._box_losses(features, regions, classes, positive, chosen,
                                                  box_targets)
         out.update(box_losses)
