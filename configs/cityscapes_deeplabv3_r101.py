@@ -86,6 +86,7 @@ def get_config(arg: str = ""):
     c.optimizer.momentum = 0.9
     c.optimizer.nesterov = False
     c.optimizer.weight_decay = 1e-4
+    c.optimizer.weight_decay_bias = 1e-4  # WEIGHT_DECAY_BIAS None: = WEIGHT_DECAY
     c.optimizer.schedule = "steps"
     c.optimizer.decay_steps = (40_000, 55_000)
     c.optimizer.decay_factor = 0.1

@@ -5,7 +5,10 @@ R50-FPN 1x; these are targets, nothing here was trained on COCO).
 1x recipe: batch 16, SGD lr 0.02 (warm-up 1000 steps), steps 60k/80k, 90k iterations,
 short side 640..800 (max 1333), horizontal flip, MSRA R-50 ImageNet weights with res2 and the
 stem frozen; test at short side 800. Images are padded to a fixed 1344x1344 canvas.
+tests/test_d2_recipes.py holds every key of the yaml files against this config; the 3x
+schedule and the R101 / X101 backbones are configs/coco_pointrend_{r50,r101,x101_32x8d}_fpn_3x.py.
 
+    wget https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-50.pkl
     python -m pointrend_jax.convert R-50.pkl r50_msra.npz
     python train.py --config configs/coco_pointrend_r50_fpn.py --workdir runs/coco_pointrend \
         --config.data.manual_dir=/data/coco --config.model.backbone.pretrained=r50_msra.npz

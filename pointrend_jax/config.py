@@ -50,6 +50,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.backbone.width = 64  # base channels (64 = standard ResNet)
     c.model.backbone.norm = "frozen_bn"  # "frozen_bn" (detectron2) | "bn" | "gn"
     c.model.backbone.stride_in_1x1 = False  # stride in the bottleneck's 1x1 (MSRA/caffe2 weights)
+    c.model.backbone.num_groups = 1  # ResNeXt: groups of the bottleneck's 3x3 conv (1: ResNet)
+    c.model.backbone.width_per_group = 64  # ResNeXt: 3x3 channels per group at res2, width 64
     c.model.backbone.freeze_at = 0  # 1: stem fixed, 2: stem and res2 fixed (detectron2: 2)
     # converted ImageNet weights (python -m pointrend_jax.convert SRC DST): DST, or None
     c.model.backbone.pretrained = config_dict.placeholder(str)
@@ -79,7 +81,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.nesterov = False  # sgd: Nesterov momentum
     c.optimizer.b1 = 0.9  # adamw first-moment decay
     c.optimizer.b2 = 0.999  # adamw second-moment decay
-    c.optimizer.weight_decay = 1e-4  # not applied to biases and norm parameters
+    c.optimizer.weight_decay = 1e-4  # on kernels (never on norm parameters)
+    c.optimizer.weight_decay_bias = 0.0  # on conv/dense biases (detectron2's WEIGHT_DECAY_BIAS)
     c.optimizer.schedule = "poly"  # "poly" | "steps" | "cosine" | "constant"
     c.optimizer.poly_power = 0.9  # "poly": (1 - step / num_steps) ** poly_power
     c.optimizer.decay_steps = ()  # "steps": multiply by decay_factor at these steps
@@ -150,12 +153,30 @@ def check_fraction(key: str, value) -> None:
         raise ValueError(f"--config.{key} must be in [0, 1]; got {value}")
 
 
+def _check_grouping(backbone: ml_collections.ConfigDict) -> None:
+    """ResNeXt's `num_groups`/`width_per_group`: positive, bottleneck depths only, and at
+    least one channel per group at res2."""
+    check_positive({"model.backbone.num_groups": backbone.num_groups,
+                    "model.backbone.width_per_group": backbone.width_per_group})
+    if (backbone.num_groups, backbone.width_per_group) != (1, 64) and backbone.depth < 50:
+        raise ValueError(
+            f"--config.model.backbone.num_groups={backbone.num_groups} / width_per_group="
+            f"{backbone.width_per_group} (ResNeXt) needs a bottleneck depth (50, 101, 152); "
+            f"--config.model.backbone.depth is {backbone.depth}")
+    if backbone.width * backbone.width_per_group < 64:
+        raise ValueError(
+            f"--config.model.backbone.width_per_group={backbone.width_per_group} leaves res2's "
+            f"groups no channels at --config.model.backbone.width={backbone.width} "
+            "(width * width_per_group must be >= 64)")
+
+
 def validate_shared(config: ml_collections.ConfigDict) -> None:
     """The checks of the keys every task reads."""
     choice("model.dtype", config.model.dtype, ("float32", "bfloat16"))
     choice("model.backbone.depth", config.model.backbone.depth, (18, 34, 50, 101, 152))
     choice("model.backbone.norm", config.model.backbone.norm, ("frozen_bn", "bn", "gn"))
     choice("model.backbone.freeze_at", config.model.backbone.freeze_at, (0, 1, 2))
+    _check_grouping(config.model.backbone)
     choice("pointrend.activation", config.pointrend.activation, ("relu", "elu"))
     choice("optimizer.name", config.optimizer.name, ("sgd", "adamw"))
     choice("optimizer.schedule", config.optimizer.schedule, ("poly", "steps", "cosine", "constant"))
@@ -169,6 +190,9 @@ def validate_shared(config: ml_collections.ConfigDict) -> None:
         "eval.size_divisor": config.eval.size_divisor,
     })
     check_fraction("pointrend.importance_sample_ratio", config.pointrend.importance_sample_ratio)
+    for key in ("weight_decay", "weight_decay_bias"):
+        if config.optimizer[key] < 0:
+            raise ValueError(f"--config.optimizer.{key} must be >= 0; got {config.optimizer[key]}")
     if config.pointrend.subdivision_steps < 0:
         raise ValueError(f"--config.pointrend.subdivision_steps must be >= 0; got "
                          f"{config.pointrend.subdivision_steps}")

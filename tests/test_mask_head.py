@@ -211,3 +211,117 @@ def test_upsample_2x2_equals_torch_conv_transpose(np_rng):
         deconv.bias.copy_(torch.from_numpy(params["bias"]))
         want = deconv(torch.from_numpy(x.astype(np.float64)).permute(0, 3, 1, 2))
     np.testing.assert_allclose(got, want.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- class-agnostic
+def _randomized(variables, rng, scale=0.3):
+    """`variables` with every parameter drawn afresh (predictors far from their 0.001 init),
+    so a mask that depended on the class would show it."""
+    return jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape) * scale, p.dtype),
+                        variables)
+
+
+def _other_classes(rng, classes):
+    return (classes + jnp.asarray(rng.integers(1, K, classes.shape), jnp.int32)) % K
+
+
+@pytest.mark.parametrize("agnostic", [True, False])
+def test_class_agnostic_pointrend_head_masks_do_not_depend_on_the_class(np_rng, agnostic):
+    head = _head(cls_agnostic_mask=agnostic)
+    features, boxes, classes = _inputs(np_rng, r=4)
+    # arrays as jit arguments, not constants: the compilation cache then serves every run
+    init = jax.jit(lambda k, f, b, c: head.init(k, f, b, c, method=head.predict))
+    variables = _randomized(init(jax.random.key(0), features, boxes, classes), np_rng)
+    params = variables["params"]
+    m = 1 if agnostic else K
+    # as detectron2's: the coarse head stays class-specific, the point head predicts M
+    assert params["coarse_head"]["prediction"]["kernel"].shape[-1] == 7 * 7 * K
+    assert params["point_head"]["predictor"]["kernel"].shape[-1] == m
+    assert params["point_head"]["fc1"]["kernel"].shape[0] == C + K  # fine + coarse logits
+    predict = jax.jit(lambda v, f, b, c: head.apply(v, f, b, c, method=head.predict))
+    a = predict(variables, features, boxes, classes)
+    b = predict(variables, features, boxes, _other_classes(np_rng, classes))
+    assert a["masks"].shape == (1, 4, 56, 56) and a["coarse_masks"].shape == (1, 4, 7, 7)
+    assert np.isfinite(np.asarray(a["masks"])).all()
+    if agnostic:
+        np.testing.assert_array_equal(np.asarray(a["masks"]), np.asarray(b["masks"]))
+        for pa, pb in zip(a["points"], b["points"]):
+            np.testing.assert_array_equal(np.asarray(pa), np.asarray(pb))
+    else:  # the contrast: one mask per class, so another class gives another mask
+        assert np.abs(np.asarray(a["masks"]) - np.asarray(b["masks"])).max() > 1e-2
+
+
+def test_class_agnostic_pointrend_head_trains_both_heads(np_rng):
+    head = _head(cls_agnostic_mask=True)
+    features, boxes, classes = _inputs(np_rng, r=4)
+    masks = jnp.asarray(np.packbits(_random_masks(np_rng, 1, 3, IMAGE, IMAGE), axis=-1))
+    gt_index = jnp.asarray(np_rng.integers(0, 3, (1, 4)).astype(np.int32))
+    valid = jnp.asarray([[True, True, False, True]])
+    args = (features, boxes, classes, valid, masks, gt_index)
+    variables = jax.jit(lambda k, *a: head.init({"params": k, "points": k}, *a, (IMAGE, IMAGE),
+                                                method=head.losses))(jax.random.key(0), *args)
+
+    def loss(params, features, boxes, classes, *rest):
+        parts = head.apply({"params": params}, features, boxes, classes, *rest, (IMAGE, IMAGE),
+                           method=head.losses, rngs={"points": jax.random.key(7)})
+        return parts["loss_mask"] + parts["loss_mask_point"], parts
+
+    step = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    (total, parts), grads = step(variables["params"], *args)
+    assert all(np.isfinite(float(v)) and float(v) > 0 for v in parts.values())
+    # The coarse head stays class-specific, as detectron2's: its loss is the region's class
+    # channel, so another class gives another loss (and other training points).
+    (_, other), _ = step(variables["params"], features, boxes, _other_classes(np_rng, classes),
+                         *args[3:])
+    assert float(parts["loss_mask"]) != float(other["loss_mask"])
+    for part in ("coarse_head", "point_head"):
+        leaves = jax.tree.leaves(grads[part])
+        assert all(np.isfinite(np.asarray(g)).all() for g in leaves)
+        assert any(np.abs(np.asarray(g)).max() > 0 for g in leaves), part
+
+
+def test_class_agnostic_maskrcnn_head_has_one_channel_for_every_class(np_rng):
+    head = MaskRCNNConvHead(K, conv_dim=8, cls_agnostic_mask=True)
+    maps = {f"p{l}": jnp.asarray(np_rng.standard_normal((1, IMAGE >> l, IMAGE >> l, C)),
+                                 jnp.float32) for l in (2, 3, 4, 5)}
+    _, boxes, classes = _inputs(np_rng, r=4)
+    init = jax.jit(lambda k, f, b, c: head.init(k, f, b, c, method=head.predict))
+    variables = _randomized(init(jax.random.key(0), maps, boxes, classes), np_rng)
+    assert variables["params"]["predictor"]["kernel"].shape == (1, 1, 8, 1)
+    predict = jax.jit(lambda v, f, b, c: head.apply(v, f, b, c, method=head.predict))
+    a = predict(variables, maps, boxes, classes)
+    b = predict(variables, maps, boxes, _other_classes(np_rng, classes))
+    assert a["masks"].shape == (1, 4, 28, 28)
+    np.testing.assert_array_equal(np.asarray(a["masks"]), np.asarray(b["masks"]))
+    masks = jnp.asarray(np.packbits(_random_masks(np_rng, 1, 2, IMAGE, IMAGE), axis=-1))
+    args = (maps, boxes, classes, jnp.ones((1, 4), bool), masks,
+            jnp.asarray(np_rng.integers(0, 2, (1, 4)).astype(np.int32)))
+    loss = jax.jit(jax.value_and_grad(lambda p, *a: head.apply(
+        {"params": p}, *a, (IMAGE, IMAGE), method=head.losses)["loss_mask"]))
+    value, grads = loss(variables["params"], *args)
+    assert np.isfinite(float(value)) and float(value) > 0
+    assert np.abs(np.asarray(grads["predictor"]["kernel"])).max() > 0
+
+
+@pytest.mark.parametrize("mask_head", ["pointrend", "maskrcnn"])
+def test_config_key_makes_both_mask_heads_class_agnostic(mask_head):
+    from pointrend_jax.instance import config as instance_config
+    from pointrend_jax.models.mask_rcnn import build_instance_model
+
+    c = instance_config.instance_runlocal(instance_config.instance_config())
+    c.model.mask_head = mask_head
+    c.model.roi_heads.cls_agnostic_mask = True
+    model = build_instance_model(c.model, c.pointrend, K)
+    images = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.uint8)
+    out, variables = jax.eval_shape(
+        lambda r, x: model.init_with_output({"params": r, "points": r}, x), jax.random.key(0),
+        images)
+    shapes = variables["params"]["mask_head"]
+    if mask_head == "pointrend":
+        assert shapes["coarse_head"]["prediction"]["kernel"].shape[-1] == 7 * 7 * K
+        assert shapes["point_head"]["predictor"]["kernel"].shape[-1] == 1
+    else:
+        assert shapes["predictor"]["kernel"].shape[-1] == 1
+    side = 7 * 2 ** c.pointrend.subdivision_steps if mask_head == "pointrend" else 28
+    d = c.model.roi_heads.detections_per_image
+    assert out["masks"].shape == (1, d, side, side)

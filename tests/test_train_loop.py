@@ -29,7 +29,7 @@ def _quadratic_loss(variables, batch, rngs):
 def test_logged_learning_rate_is_the_applied_one_after_skipped_steps(np_rng):
     opt_cfg = ml_collections.ConfigDict(dict(
         name="sgd", learning_rate=0.1, momentum=0.0, nesterov=False, weight_decay=0.0,
-        schedule="poly", poly_power=1.0, decay_steps=(), decay_factor=0.1, warmup_steps=0,
+        weight_decay_bias=0.0, schedule="poly", poly_power=1.0, decay_steps=(), decay_factor=0.1, warmup_steps=0,
         warmup_factor=1.0, clip_grad_norm=None))
     num_steps = 10
     tx, schedule = optimizer_lib.make_optimizer(opt_cfg, num_steps)

@@ -69,6 +69,7 @@ def instance_config() -> ml_collections.ConfigDict:
     # on in its PointRend configs; off: on the proposals, as plain Mask R-CNN)
     c.model.roi_heads.train_on_pred_boxes = True
     c.model.roi_heads.mask_conv_dim = 256  # mask head conv channels
+    c.model.roi_heads.cls_agnostic_mask = False  # one mask channel shared by all classes
     c.model.roi_heads.mask_pooler_side = 14  # maskrcnn head: 14x14 ROIAlign -> 28x28 masks
     c.model.roi_heads.coarse_mask_features = ("p2",)  # pointrend: coarse head input
     c.model.roi_heads.coarse_mask_pooler_side = 14  # pointrend: ROIAlign side of the coarse head
@@ -88,6 +89,7 @@ def instance_config() -> ml_collections.ConfigDict:
     c.optimizer.learning_rate = 0.02
     c.optimizer.schedule = "steps"
     c.optimizer.decay_steps = (60000, 80000)
+    c.optimizer.weight_decay_bias = 1e-4  # detectron2's WEIGHT_DECAY_BIAS default: = weight_decay
     c.optimizer.warmup_steps = 1000
     c.train.batch_size = 16
     c.train.num_steps = 90000
@@ -140,6 +142,7 @@ def instance_cpu_sized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     c.optimizer.name = "adamw"
     c.optimizer.learning_rate = 1e-3
     c.optimizer.weight_decay = 1e-4
+    c.optimizer.weight_decay_bias = 0.0
     c.optimizer.schedule = "cosine"
     c.optimizer.warmup_steps = 100
     c.train.batch_size = 8

@@ -45,12 +45,23 @@ def compute_dtype(name: str) -> Dtype:
     return COMPUTE_DTYPES[name]
 
 
-def normalize_images(images: Array, mean, std, dtype: Dtype) -> Array:
+def normalize_images(images: Array, mean, std, dtype: Dtype, image_sizes=None) -> Array:
     """`images (N, H, W, 3)` uint8 or float 0..255 RGB -> `(images - mean) / std` in `dtype`
-    (computed in float32)."""
+    (computed in float32).
+
+    `image_sizes (N, 2)` int, the `(h, w)` of each image's content at the top left of a padded
+    batch: the normalised pixels outside it are set to 0, detectron2's padding (it normalises,
+    then pads with zeros: the pixel mean, which uint8 padding cannot hold). None: every pixel
+    is content."""
     mean = jnp.asarray(mean, jnp.float32)
     std = jnp.asarray(std, jnp.float32)
-    return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
+    x = (images.astype(jnp.float32) - mean) / std
+    if image_sizes is not None:
+        sizes = jnp.asarray(image_sizes, jnp.int32)
+        rows = jnp.arange(x.shape[1])[None, :, None] < sizes[:, 0, None, None]
+        cols = jnp.arange(x.shape[2])[None, None, :] < sizes[:, 1, None, None]
+        x = jnp.where((rows & cols)[..., None], x, 0.0)
+    return x.astype(dtype)
 
 
 def check_norm(norm: str, allowed: tuple[str, ...], owner: str) -> None:
@@ -78,6 +89,7 @@ def conv(
     name: str,
     stride: int = 1,
     dilation: int = 1,
+    groups: int = 1,
     use_bias: bool = False,
     kernel_init: Callable = msra_fill,
     dtype: Dtype = jnp.float32,
@@ -88,6 +100,8 @@ def conv(
     Must be called inside a compact method; ``name`` fixes the parameter path.
     Input ``(N, H, W, C_in)`` -> ``(N, ceil(H / stride), ceil(W / stride), features)``
     for odd kernels, exactly as torch ``Conv2d(padding=dilation * (k - 1) // 2)``.
+    ``groups`` splits the channels into that many independent convolutions (torch's
+    ``groups``): kernel ``(k, k, C_in / groups, features)``.
     """
     pad = dilation * (kernel_size - 1) // 2
     return nn.Conv(
@@ -96,6 +110,7 @@ def conv(
         strides=(stride, stride),
         padding=((pad, pad), (pad, pad)),
         kernel_dilation=(dilation, dilation),
+        feature_group_count=groups,
         use_bias=use_bias,
         kernel_init=kernel_init,
         bias_init=nn.initializers.zeros,

@@ -11,6 +11,12 @@ Both heads have the same interface:
      dict of scalar losses over the `valid` regions (training; needs a "points" rng);
   `predict(features, boxes, classes, image_shape)` -> {"masks": (N, R, S, S) logits of each
      region's class, "coarse_masks": (N, R, s, s), "points": [(N, R, P_i, 2)] box-relative}.
+
+With `cls_agnostic_mask` (detectron2's `CLS_AGNOSTIC_MASK`) the final masks have one channel
+(M = 1) instead of one per class (M = K), shared by every class, so they never depend on the
+class of a region: the 28x28 head's predictor and PointRend's point head predict one channel.
+As in detectron2, PointRend's coarse head keeps its K channels (its loss and the coarse
+masks stay class-specific) and the point head still sees all K coarse logits.
 """
 from __future__ import annotations
 
@@ -124,7 +130,10 @@ def crop_and_resize_masks(mask_bits: Array, width: int, gt_index: Array, boxes: 
 
 
 def _class_channel(logits: Array, classes: Array) -> Array:
-    """`logits (N, R, ..., K)` at each region's class `classes (N, R)` -> `(N, R, ...)`."""
+    """`logits (N, R, ..., M)` at each region's class `classes (N, R)` -> `(N, R, ...)`; a
+    class-agnostic `M = 1` gives its one channel to every class."""
+    if logits.shape[-1] == 1:
+        return logits[..., 0]
     index = classes.reshape(*classes.shape, *([1] * (logits.ndim - 2)))
     return jnp.take_along_axis(logits, index, axis=-1)[..., 0]
 
@@ -141,7 +150,8 @@ def _masked_bce(logits: Array, targets: Array, valid: Array) -> Array:
 class CoarseMaskHead(nn.Module):
     """detectron2's CoarseMaskHead: `(N, R, 14, 14, C)` pooled features -> 1x1 conv to
     `conv_dim` (only when C > conv_dim), 2x2 stride-2 conv, `num_fc` FC of `fc_dim`, and a
-    linear predictor of `side x side` logits per class -> `(N, R, side, side, K)`."""
+    linear predictor of `side x side` logits per mask channel -> `(N, R, side, side, M)`,
+    M = `num_classes` (1 for a class-agnostic head)."""
 
     num_classes: int
     conv_dim: int = 256
@@ -179,7 +189,8 @@ class PointRendMaskHead(nn.Module):
     Inference: the point head on a `coarse_side` regular grid, then `subdivision_steps` times:
     upsample 2x, re-predict the `subdivision_num_points` most uncertain cells of the
     predicted class -> `coarse_side * 2**subdivision_steps` square masks (7 -> 224).
-    The point head sees `fine_features` at each point plus all K coarse logits there.
+    The point head sees `fine_features` at each point plus all K coarse logits there and
+    predicts M channels (M = K, or 1 with `cls_agnostic_mask`, used for every class).
     """
 
     num_classes: int
@@ -200,6 +211,7 @@ class PointRendMaskHead(nn.Module):
     subdivision_steps: int = 5
     subdivision_num_points: int = 784
     mask_target_sampling_ratio: int = 2
+    cls_agnostic_mask: bool = False
     dtype: Any = jnp.float32
 
     @property
@@ -207,12 +219,17 @@ class PointRendMaskHead(nn.Module):
         """Side S of the predicted `(S, S)` masks."""
         return self.coarse_side * 2 ** self.subdivision_steps
 
+    @property
+    def mask_channels(self) -> int:
+        """M: mask logits per region (1 when class-agnostic, else K)."""
+        return 1 if self.cls_agnostic_mask else self.num_classes
+
     def setup(self):
         self.coarse_head = CoarseMaskHead(
             self.num_classes, conv_dim=self.conv_dim, fc_dim=self.coarse_fc_dim,
             num_fc=self.coarse_num_fc, side=self.coarse_side, dtype=self.dtype)
         self.point_head = PointHead(
-            self.num_classes, num_fc=self.num_fc, fc_dim=self.fc_dim,
+            self.mask_channels, num_fc=self.num_fc, fc_dim=self.fc_dim,
             coarse_pred_each_layer=self.coarse_pred_each_layer, activation=self.activation,
             dtype=self.dtype)
 
@@ -232,13 +249,13 @@ class PointRendMaskHead(nn.Module):
         return self.coarse_head(pooled)
 
     def point_logits(self, features, boxes: Array, rel: Array, coarse: Array) -> Array:
-        """Point head logits `(N, R, P, K)` at box-relative points `rel (N, R, P, 2)`."""
+        """Point head logits `(N, R, P, M)` at box-relative points `rel (N, R, P, 2)`."""
         maps, levels = self._maps(features, self.fine_features)
         n, r, p, _ = rel.shape
         fine = sample_feature_maps(maps, [2 ** l for l in levels], points_in_image(boxes, rel))
         coarse_at = point_sample(coarse.reshape(n * r, *coarse.shape[2:]), rel.reshape(n * r, p, 2))
         out = self.point_head(fine.reshape(n * r, p, -1).astype(self.dtype), coarse_at)
-        return out.reshape(n, r, p, self.num_classes).astype(jnp.float32)
+        return out.reshape(n, r, p, self.mask_channels).astype(jnp.float32)
 
     def losses(self, features, boxes, classes, valid, mask_bits, gt_index, image_shape
                ) -> Dict[str, Array]:
@@ -303,7 +320,8 @@ class Upsample2x2(nn.Module):
 class MaskRCNNConvHead(nn.Module):
     """detectron2's MaskRCNNConvUpsampleHead: ROIAlign `pooler_side` from the FPN level of
     each box, `num_conv` 3x3 convs of `conv_dim`, a 2x2 stride-2 transposed conv and a 1x1
-    predictor -> `(N, R, 2 * pooler_side, 2 * pooler_side, K)` logits (28x28 by default)."""
+    predictor -> `(N, R, 2 * pooler_side, 2 * pooler_side, M)` logits (28x28 by default),
+    M = K, or 1 with `cls_agnostic_mask`."""
 
     num_classes: int
     in_features: Tuple[str, ...] = ("p2", "p3", "p4", "p5")
@@ -311,6 +329,7 @@ class MaskRCNNConvHead(nn.Module):
     sampling_ratio: int = 2
     num_conv: int = 4
     conv_dim: int = 256
+    cls_agnostic_mask: bool = False
     dtype: Any = jnp.float32
 
     @property
@@ -330,8 +349,8 @@ class MaskRCNNConvHead(nn.Module):
             x = nn.relu(nn.Conv(self.conv_dim, (3, 3), padding=((1, 1), (1, 1)), kernel_init=msra_fill,
                                 dtype=self.dtype, name=f"mask_fcn{i + 1}")(x))
         x = nn.relu(Upsample2x2(self.conv_dim, dtype=self.dtype, name="deconv")(x))
-        x = nn.Conv(self.num_classes, (1, 1), kernel_init=_predictor_init, dtype=self.dtype,
-                    name="predictor")(x)
+        x = nn.Conv(1 if self.cls_agnostic_mask else self.num_classes, (1, 1),
+                    kernel_init=_predictor_init, dtype=self.dtype, name="predictor")(x)
         return x.reshape(n, r, *x.shape[1:]).astype(jnp.float32)
 
     def losses(self, features, boxes, classes, valid, mask_bits, gt_index, image_shape):

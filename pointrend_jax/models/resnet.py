@@ -8,6 +8,12 @@ holding ``conv1, bn1, conv2, bn2[, conv3, bn3]`` and ``downsample_conv, downsamp
 Convolutions have no bias and He-normal (fan_out) init, norms scale 1 / bias 0,
 as torchvision. Outputs ``res2..res5`` are torchvision's ``layer1..layer4``.
 
+ResNeXt (Xie et al. 2017; ``num_groups > 1``) is torchvision's and detectron2's layout too:
+the bottleneck's 3x3 conv is split into ``num_groups`` groups and its inner width is
+``int(planes * width_per_group / 64) * num_groups`` (``planes`` the stage's base channels,
+64 at res2 for ``width=64``), so X-101-32x8d has 256 inner channels at res2 (32 groups of
+8), doubling per stage; the block outputs stay ``4 * planes``.
+
 Dilation (``output_stride`` 16 or 8) follows torchvision's
 ``replace_stride_with_dilation``: a dilated stage drops its stride, and its first block
 still uses the previous stage's dilation in its 3x3 conv while the rest use the new one.
@@ -67,9 +73,10 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3, 1x1 expand (x4) with a residual (ResNet-50+).
+    """1x1 reduce, 3x3, 1x1 expand (x4) with a residual (ResNet-50+, ResNeXt).
 
-    ``(N, H, W, C_in) -> (N, H/s, W/s, 4 * planes)``. The stride sits in the 3x3 conv
+    ``(N, H, W, C_in) -> (N, H/s, W/s, 4 * planes)``; the 1x1 and 3x3 convs have
+    ``inner_width`` channels, the 3x3 in ``groups`` groups. The stride sits in the 3x3 conv
     (torchvision "v1.5") unless ``stride_in_1x1`` (MSRA / caffe2 weights).
     """
 
@@ -78,18 +85,27 @@ class Bottleneck(nn.Module):
     dilation: int = 1
     downsample: bool = False
     stride_in_1x1: bool = False
+    groups: int = 1
+    width_per_group: int = 64
     norm: str = "frozen_bn"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    @property
+    def inner_width(self) -> int:
+        """Channels of the 1x1 reduce and the 3x3 conv (torchvision's ``width``)."""
+        return int(self.planes * (self.width_per_group / 64.0)) * self.groups
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         s1, s3 = (self.stride, 1) if self.stride_in_1x1 else (1, self.stride)
-        out = conv(self.planes, 1, stride=s1, name="conv1", **kw)(x)
-        out = nn.relu(norm_layer(self.norm, self.planes, name="bn1", **kw)(out, train))
-        out = conv(self.planes, 3, stride=s3, dilation=self.dilation, name="conv2", **kw)(out)
-        out = nn.relu(norm_layer(self.norm, self.planes, name="bn2", **kw)(out, train))
+        inner = self.inner_width
+        out = conv(inner, 1, stride=s1, name="conv1", **kw)(x)
+        out = nn.relu(norm_layer(self.norm, inner, name="bn1", **kw)(out, train))
+        out = conv(inner, 3, stride=s3, dilation=self.dilation, groups=self.groups,
+                   name="conv2", **kw)(out)
+        out = nn.relu(norm_layer(self.norm, inner, name="bn2", **kw)(out, train))
         out = conv(self.planes * 4, 1, name="conv3", **kw)(out)
         out = norm_layer(self.norm, self.planes * 4, name="bn3", **kw)(out, train)
         return nn.relu(out + _shortcut(self, x, self.planes * 4, train))
@@ -116,6 +132,9 @@ class ResNet(nn.Module):
         (GroupNorm, 32 groups or the largest divisor of the channels below 32).
       output_stride: 32, 16 (res5 dilated by 2) or 8 (res4 dilated by 2, res5 by 4).
       stride_in_1x1: put the bottleneck stride in the first 1x1 conv (MSRA weights).
+      num_groups, width_per_group: ResNeXt's grouped 3x3 convs (bottleneck depths only):
+        ``num_groups`` groups of ``width_per_group * planes / 64`` channels each; 1 and 64
+        are the plain ResNet.
       dtype: compute dtype (e.g. ``jnp.bfloat16``); param_dtype: parameter dtype.
 
     ``__call__(images (N, H, W, 3), train=False)`` returns ``{"res2", "res3", "res4",
@@ -128,6 +147,8 @@ class ResNet(nn.Module):
     norm: str = "frozen_bn"
     output_stride: int = 32
     stride_in_1x1: bool = False
+    num_groups: int = 1
+    width_per_group: int = 64
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -141,6 +162,19 @@ class ResNet(nn.Module):
         check_norm(self.norm, RESNET_NORMS, "ResNet")
         if not (isinstance(self.width, int) and self.width > 0):
             raise ValueError(f"ResNet: width must be a positive int, got {self.width!r}")
+        for name in ("num_groups", "width_per_group"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value > 0):
+                raise ValueError(f"ResNet: {name} must be a positive int, got {value!r}")
+        grouped = (self.num_groups, self.width_per_group) != (1, 64)
+        if grouped and STAGES[self.depth][0] == "basic":
+            raise ValueError(f"ResNet: num_groups={self.num_groups}, width_per_group="
+                             f"{self.width_per_group} (ResNeXt) needs bottleneck blocks "
+                             f"(depth 50, 101 or 152), not depth={self.depth}")
+        if int(self.width * (self.width_per_group / 64.0)) < 1:
+            raise ValueError(f"ResNet: width={self.width} with width_per_group="
+                             f"{self.width_per_group} leaves res2's groups no channels "
+                             f"(width * width_per_group must be >= 64)")
         super().__post_init__()
 
     @nn.compact
@@ -181,7 +215,8 @@ class ResNet(nn.Module):
                 if kind == "basic":
                     x = BasicBlock(**block_kw)(x, train)
                 else:
-                    x = Bottleneck(stride_in_1x1=self.stride_in_1x1, **block_kw)(x, train)
+                    x = Bottleneck(stride_in_1x1=self.stride_in_1x1, groups=self.num_groups,
+                                   width_per_group=self.width_per_group, **block_kw)(x, train)
                 in_channels = planes * expansion
             outputs[f"res{stage + 2}"] = x
         return outputs

@@ -1,6 +1,7 @@
 """The optimizer a config describes and its learning-rate schedule (detectron2's warm-up
-times poly, steps, cosine or constant), with weight decay on kernels only and detectron2's
-frozen backbone stages.
+times poly, steps, cosine or constant), with weight decay on kernels and (with
+`weight_decay_bias`) on conv/dense biases, never on norm parameters, as detectron2's
+`get_default_optimizer_params`; and detectron2's frozen backbone stages.
 """
 from __future__ import annotations
 
@@ -45,6 +46,19 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def _names(path) -> Tuple[str, ...]:
+    return tuple(str(getattr(k, "key", k)) for k in path)
+
+
+def _bias_mask(params):
+    """The biases of convolutions and dense layers: a "bias" next to a "kernel" (a norm's bias
+    sits next to its "scale")."""
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    with_kernel = {_names(path)[:-1] for path, _ in leaves if _names(path)[-1] == "kernel"}
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: _names(path)[-1] == "bias" and _names(path)[:-1] in with_kernel, params)
+
+
 # backbone.freeze_at -> the backbone submodules that stay fixed (detectron2's FREEZE_AT).
 _FROZEN = {0: (), 1: ("conv1", "bn1"), 2: ("conv1", "bn1", "layer1_")}
 
@@ -74,10 +88,18 @@ def make_optimizer(opt_cfg, num_steps: int, freeze_at: int = 0
     parts = []
     if opt_cfg.clip_grad_norm is not None:
         parts.append(optax.clip_by_global_norm(opt_cfg.clip_grad_norm))
+    # detectron2's WEIGHT_DECAY_BIAS; added only when set, so other runs keep their state
+    bias_decay = ([optax.add_decayed_weights(opt_cfg.weight_decay_bias, mask=_bias_mask)]
+                  if opt_cfg.weight_decay_bias else [])
     if opt_cfg.name == "sgd":
         # L2 on the gradient before momentum, as torch.optim.SGD(weight_decay=...).
         parts.append(optax.add_decayed_weights(opt_cfg.weight_decay, mask=_decay_mask))
+        parts.extend(bias_decay)
         parts.append(optax.sgd(schedule, momentum=opt_cfg.momentum, nesterov=opt_cfg.nesterov))
+    elif opt_cfg.name == "adamw" and bias_decay:  # optax.adamw's chain, plus the biases
+        parts.extend([optax.scale_by_adam(b1=opt_cfg.b1, b2=opt_cfg.b2),
+                      optax.add_decayed_weights(opt_cfg.weight_decay, mask=_decay_mask),
+                      *bias_decay, optax.scale_by_learning_rate(schedule)])
     elif opt_cfg.name == "adamw":
         parts.append(optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2,
                                  weight_decay=opt_cfg.weight_decay, mask=_decay_mask))

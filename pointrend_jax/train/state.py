@@ -112,8 +112,8 @@ def with_pretrained_backbone(state: TrainState, model_cfg) -> TrainState:
         raise FileNotFoundError(f"--config.model.backbone.pretrained={path}: no such file "
                                 "(write one with python -m pointrend_jax.convert SRC DST)")
     variables, meta = load_backbone(path)
-    expected = {"depth": model_cfg.backbone.depth, "width": model_cfg.backbone.width,
-                "stride_in_1x1": model_cfg.backbone.stride_in_1x1}
+    expected = {key: model_cfg.backbone[key] for key in
+                ("depth", "width", "stride_in_1x1", "num_groups", "width_per_group")}
     for key, value in expected.items():
         if meta[key] != value:
             raise ValueError(f"--config.model.backbone.pretrained={path} holds a backbone with "
