@@ -12,6 +12,14 @@ Weights come from two places, each with its own layout and input normalisation:
   converted backbone takes **RGB** like everything else here. It then needs
   ``DETECTRON2_PIXEL_MEAN`` (d2's BGR mean ``[103.530, 116.280, 123.675]`` written in RGB order)
   and ``DETECTRON2_PIXEL_STD = (1, 1, 1)``: the raw 0..255 scale, not torchvision's.
+- **detectron2 FAIR** (``X-101-32x8d.pkl``, the ResNeXt of d2's X-101 configs): the same caffe2
+  blob names and frozen-BN scale/bias, BGR input too, but trained by FAIR with the stride in the
+  3x3 conv (d2's ``STRIDE_IN_1X1: False``) and ImageNet's std not absorbed into conv1:
+  ``DETECTRON2_FAIR_PIXEL_STD`` (d2's BGR ``[57.375, 57.120, 58.395]`` in RGB order).
+
+ResNeXt weights (grouped 3x3 convs) are recognised by their shapes in every format: the
+first bottleneck's 1x1 reduce gives the inner width, its 3x3 the channels per group, and the
+module gets the matching ``num_groups``/``width_per_group``.
 
 Both converters return ``(module, variables)``: a linen :class:`ResNet` with
 ``norm="frozen_bn"`` and ``{"params": convs, "batch_stats": BN scale/bias/mean/var}``.
@@ -44,14 +52,18 @@ TORCHVISION_PIXEL_MEAN = IMAGENET_MEAN  # RGB on 0..255
 TORCHVISION_PIXEL_STD = IMAGENET_STD
 DETECTRON2_PIXEL_MEAN = (123.675, 116.28, 103.53)  # d2's BGR [103.530, 116.280, 123.675], as RGB
 DETECTRON2_PIXEL_STD = (1.0, 1.0, 1.0)
+DETECTRON2_FAIR_PIXEL_STD = (58.395, 57.12, 57.375)  # d2's BGR [57.375, 57.120, 58.395], as RGB
 # weights format -> (pixel_mean, pixel_std, stride_in_1x1) of the converted RGB backbone
 WEIGHT_FORMATS = {
     "torchvision": (TORCHVISION_PIXEL_MEAN, TORCHVISION_PIXEL_STD, False),
     "detectron2": (DETECTRON2_PIXEL_MEAN, DETECTRON2_PIXEL_STD, True),
+    "detectron2_fair": (DETECTRON2_PIXEL_MEAN, DETECTRON2_FAIR_PIXEL_STD, False),
 }
 META_KEY = "__meta__"
 META_FIELDS = ("depth", "width", "stride_in_1x1", "source", "pixel_mean", "pixel_std",
                "input_format")
+# meta fields added later, with the value files written before them mean (plain ResNet)
+META_DEFAULTS = {"num_groups": 1, "width_per_group": 64}
 FORMAT_VERSION = 1
 
 
@@ -157,6 +169,26 @@ def _resolve_depth(depth: int | None, kind: str, counts: tuple[int, ...], what: 
     return found
 
 
+def _grouping(weights: Mapping[str, np.ndarray], kind: str, reduce_key: str, grouped_key: str,
+              width: int, what: str) -> tuple[int, int]:
+    """``(num_groups, width_per_group)`` of the weights, read off the first bottleneck: its 1x1
+    reduce ``reduce_key`` has the inner width (output channels), its 3x3 ``grouped_key`` the
+    inner width / groups input channels. ``(1, 64)`` for basic blocks; a missing key is left
+    to :func:`_assemble` to report."""
+    if kind != "bottleneck" or reduce_key not in weights or grouped_key not in weights:
+        return 1, 64
+    inner, per_group = weights[reduce_key].shape[0], weights[grouped_key].shape[1]
+    if inner % per_group:
+        raise ValueError(f"{what}: {grouped_key!r} has {per_group} input channels per group, "
+                         f"which does not divide the {inner} channels of {reduce_key!r}")
+    groups = inner // per_group
+    width_per_group = inner * 64 // (width * groups)
+    if int(width * (width_per_group / 64.0)) * groups != inner:
+        raise ValueError(f"{what}: {inner} inner channels in {groups} groups ({reduce_key!r}) "
+                         f"are no ResNeXt layout of width {width}")
+    return groups, width_per_group
+
+
 def _check_width(width: int | None, found: int, key: str, what: str) -> int:
     if width is not None and width != found:
         raise ValueError(f"{what}: width={width} but {key!r} has {found} output channels; "
@@ -241,12 +273,14 @@ def resnet_from_torchvision(
     width: int | None = None,
     output_stride: int = 32,
 ) -> tuple[ResNet, dict[str, Any]]:
-    """A torchvision ResNet-18/34/50/101/152 state dict -> ``(ResNet module, variables)``.
+    """A torchvision ResNet-18/34/50/101/152 (or ResNeXt) state dict -> ``(ResNet module,
+    variables)``.
 
     ``state_dict`` maps names to torch tensors or numpy arrays (``fc.*`` and
     ``num_batches_tracked`` are ignored). ``depth`` and ``width`` are read off the weights
-    when ``None`` and checked against them otherwise. The module is
-    ``ResNet(depth, width, norm="frozen_bn", output_stride)``; applied to RGB images
+    when ``None`` and checked against them otherwise, the grouping always. The module is
+    ``ResNet(depth, width, norm="frozen_bn", output_stride, num_groups, width_per_group)``;
+    applied to RGB images
     normalised as torchvision does (``TORCHVISION_PIXEL_MEAN/STD`` on 0..255) it returns
     ``res2..res5`` equal to torchvision's ``layer1..layer4`` in eval mode.
     """
@@ -258,7 +292,10 @@ def resnet_from_torchvision(
     if "conv1.weight" not in weights:
         raise ValueError(f"{what}: missing key 'conv1.weight' (the stem convolution)")
     width = _check_width(width, weights["conv1.weight"].shape[0], "conv1.weight", what)
-    module = ResNet(depth=depth, width=width, norm="frozen_bn", output_stride=output_stride)
+    groups, width_per_group = _grouping(weights, kind, "layer1.0.conv1.weight",
+                                        "layer1.0.conv2.weight", width, what)
+    module = ResNet(depth=depth, width=width, norm="frozen_bn", output_stride=output_stride,
+                    num_groups=groups, width_per_group=width_per_group)
     return module, _assemble(weights, module, _torchvision_source, _torchvision_ignored, what)
 
 
@@ -339,14 +376,18 @@ def resnet_from_detectron2(
     depth: int | None = None,
     *,
     output_stride: int = 32,
+    stride_in_1x1: bool = True,
 ) -> tuple[ResNet, dict[str, Any]]:
-    """A detectron2 MSRA ImageNet pickle (``R-50.pkl``, ``R-101.pkl``) -> ``(module, variables)``.
+    """A detectron2 caffe2 ImageNet pickle (MSRA ``R-50.pkl``, ``R-101.pkl``; FAIR
+    ``X-101-32x8d.pkl`` with ``stride_in_1x1=False``) -> ``(module, variables)``.
 
-    The module is ``ResNet(depth, width, norm="frozen_bn", stride_in_1x1=True, output_stride)``;
+    The module is ``ResNet(depth, width, norm="frozen_bn", stride_in_1x1, output_stride,
+    num_groups, width_per_group)``, the grouping read off the blobs (32 x 8 for X-101-32x8d);
     frozen BN is stored with mean 0 and var ``1 - eps`` so it is exactly ``x * s + b``.
     conv1's input channels are reversed: the module takes **RGB** images normalised with
-    ``DETECTRON2_PIXEL_MEAN`` (RGB order) and ``DETECTRON2_PIXEL_STD = (1, 1, 1)``, and
-    then equals detectron2's backbone fed the same picture as BGR with d2's BGR mean.
+    ``DETECTRON2_PIXEL_MEAN`` (RGB order) and ``DETECTRON2_PIXEL_STD = (1, 1, 1)`` (MSRA) or
+    ``DETECTRON2_FAIR_PIXEL_STD`` (FAIR), and then equals detectron2's backbone fed the same
+    picture as BGR with d2's BGR mean and std.
     ``depth`` (and the width) are read off the blobs when ``None``; ``fc1000_*``/``pred_*``,
     ``conv1_b`` and ``*_momentum`` blobs are ignored, as detectron2 ignores them. Blobs with
     BN statistics (``*_bn_rm``/``*_bn_riv``) are not MSRA's layout and are rejected.
@@ -360,10 +401,52 @@ def resnet_from_detectron2(
     if "conv1_w" not in weights:
         raise ValueError(f"{name}: missing key 'conv1_w' (the stem convolution)")
     width = weights["conv1_w"].shape[0]
+    groups, width_per_group = _grouping(weights, kind, _stage_block_c2(1, 0, "branch2a_w"),
+                                        _stage_block_c2(1, 0, "branch2b_w"), width, name)
     module = ResNet(depth=depth, width=width, norm="frozen_bn", output_stride=output_stride,
-                    stride_in_1x1=True)
+                    stride_in_1x1=stride_in_1x1, num_groups=groups,
+                    width_per_group=width_per_group)
     return module, _assemble(weights, module, _detectron2_source,
                              lambda k: bool(_C2_IGNORED.search(k)), name)
+
+
+# ----------------------------------------------------------------------------------------
+# detectron2 trained models: the ResNet inside a model's state dict
+# ----------------------------------------------------------------------------------------
+# A trained detectron2 model (a model zoo .pkl, or the .pth its training writes) holds its
+# ResNet under "backbone.bottom_up." with PyTorch module names: stem.conv1, res{2..5}.{i}.
+# conv{1,2,3} and res{2..5}.{i}.shortcut, each with its norm under ".norm" (FrozenBatchNorm2d
+# or BatchNorm2d: weight, bias, running_mean, running_var; GroupNorm: weight, bias). Its stem
+# reads BGR images (INPUT.FORMAT "BGR", every PointRend zoo model), so conv1's input channels
+# are reversed as for the MSRA pickles.
+
+_D2_MODEL_MODULES = {"conv1": "conv1", "bn1": "conv1.norm", "conv2": "conv2",
+                     "bn2": "conv2.norm", "conv3": "conv3", "bn3": "conv3.norm",
+                     "downsample_conv": "shortcut", "downsample_bn": "shortcut.norm"}
+_D2_MODEL_NORM_LEAVES = {"scale": "weight", "bias": "bias", "mean": "running_mean",
+                         "var": "running_var"}
+
+
+def detectron2_model_resnet_source(path: tuple[str, ...], *, bgr: bool = True
+                                   ) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+    """Our :class:`ResNet` leaf ``path`` below the backbone (module names, then the leaf:
+    ``("layer3_5", "bn2", "mean")``) -> ``(its name in a detectron2 ResNet's state dict,
+    "res4.5.conv2.norm.running_mean", the transform of that array into our layout)``: conv
+    kernels (O, I, kh, kw) -> (kh, kw, I, O), the stem's input channels BGR -> RGB when
+    ``bgr``, norm vectors unchanged."""
+    *modules, leaf = path
+    if modules[0] in ("conv1", "bn1"):
+        name = "stem." + _D2_MODEL_MODULES[modules[0]]
+    else:
+        block = re.fullmatch(r"layer(\d+)_(\d+)", modules[0])
+        if block is None or len(modules) != 2:
+            raise ValueError(f"detectron2_model_resnet_source: {'/'.join(path)} is no ResNet leaf")
+        name = (f"res{int(block.group(1)) + 1}.{block.group(2)}."
+                + _D2_MODEL_MODULES[modules[1]])
+    if leaf == "kernel":
+        stem = modules == ["conv1"] and bgr
+        return name + ".weight", (_bgr_to_rgb_kernel if stem else _kernel_from_oihw)
+    return f"{name}.{_D2_MODEL_NORM_LEAVES[leaf]}", _vector
 
 
 # ----------------------------------------------------------------------------------------
@@ -377,6 +460,7 @@ def backbone_meta(module: ResNet, weights_format: str, source: str) -> dict[str,
         raise ValueError(f"weights_format={weights_format!r} is not one of {tuple(WEIGHT_FORMATS)}")
     mean, std, _ = WEIGHT_FORMATS[weights_format]
     return {"depth": module.depth, "width": module.width, "stride_in_1x1": module.stride_in_1x1,
+            "num_groups": module.num_groups, "width_per_group": module.width_per_group,
             "source": source, "pixel_mean": list(mean), "pixel_std": list(std),
             "input_format": "RGB"}
 
@@ -407,13 +491,14 @@ def save_backbone(path: PathLike, variables: Tree, meta: Mapping[str, Any]) -> N
 
 
 def load_backbone(path: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read a file written by :func:`save_backbone` -> ``(variables, meta)`` (numpy leaves)."""
+    """Read a file written by :func:`save_backbone` -> ``(variables, meta)`` (numpy leaves);
+    fields a file predates get their ``META_DEFAULTS``."""
     where = os.fspath(path)
     with np.load(path, allow_pickle=False) as npz:
         if META_KEY not in npz.files:
             raise ValueError(f"{where}: not a converted backbone (no {META_KEY!r} entry); "
                              f"write one with `python -m pointrend_jax.convert`")
-        meta = json.loads(str(npz[META_KEY]))
+        meta = {**META_DEFAULTS, **json.loads(str(npz[META_KEY]))}
         flat = {tuple(k.split("/")): npz[k] for k in npz.files if k != META_KEY}
     _check_meta(meta, where)
     return _unflatten(flat), meta
@@ -525,12 +610,14 @@ def _has_path(tree: Tree, prefix: tuple[str, ...]) -> bool:
 
 
 __all__ = [
+    "DETECTRON2_FAIR_PIXEL_STD",
     "DETECTRON2_PIXEL_MEAN",
     "DETECTRON2_PIXEL_STD",
     "TORCHVISION_PIXEL_MEAN",
     "TORCHVISION_PIXEL_STD",
     "WEIGHT_FORMATS",
     "backbone_meta",
+    "detectron2_model_resnet_source",
     "load_backbone",
     "merge_pretrained",
     "num_parameters",

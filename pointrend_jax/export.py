@@ -15,7 +15,8 @@ N: images, H x W: the export size, K: classes.
 The task the run trained makes the serving function (`Task.serving_fn`). Semantic runs:
 both compute `serve(images uint8 (N, H, W, 3)) -> (classes int32 (N, H, W), logits float32
 (N, H, W, K))`, exactly what `Predictor.predict` computes: the normalisation (inside the
-model), zero padding to a multiple of `config.eval.size_divisor` and cropping back, PointRend's
+model), padding to a multiple of `config.eval.size_divisor` (the pixel mean, as detectron2
+pads) and cropping back, PointRend's
 subdivision logits resized to the image, and their argmax. Pixels are never resampled: H x W
 is fixed when exporting (default: the run's `config.augment.crop_size`) and images of another
 size are refused with an error naming the expected shape; resize or export at the size you

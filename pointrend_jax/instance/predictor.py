@@ -4,11 +4,12 @@
     out = predictor.predict(image)  # uint8 (H, W, 3)
     out["boxes"] (D, 4), out["classes"] (D,), out["scores"] (D,), out["masks"] bool (D, H, W)
 
-An image is resized for the model (`augment.test_short_side`, `augment.max_size`), zero-padded
-at the bottom/right to the training canvas (`augment.crop_size`) when it fits, else to a
-multiple of `eval.size_divisor` (so one compilation serves every image that fits), predicted,
-and the detections are mapped back: boxes scaled to the original image, masks pasted into it
-at the original resolution (detectron2's `detector_postprocess` + `paste_masks_in_image`).
+An image is resized for the model (`augment.test_short_side`, `augment.max_size`), padded at
+the bottom/right to a multiple of `eval.size_divisor` as detectron2 pads it (the model zeroes
+the normalised pixels outside the image, i.e. pads with the pixel mean), predicted, and the
+detections are mapped back as detectron2's `detector_postprocess` maps them: boxes scaled to
+the original image and clipped to it, empty ones dropped, masks pasted into it at the
+original resolution (`paste_masks_in_image`). Each padded size is one compilation.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pointrend_jax.data.transforms import check_image, padded_size
+from pointrend_jax.data.transforms import check_image
 from pointrend_jax.instance.augment import InstanceAugmentConfig, prepare_eval_instances
 from pointrend_jax.instance.coco_metrics import paste_masks
 
@@ -34,16 +35,6 @@ def make_instance_predict_fn(model):
     return predict
 
 
-def canvas_size(shape, crop_size, divisor: int):
-    """(h, w) an image of `shape` is zero-padded to: the training canvas `crop_size` when it
-    fits (one compilation for every such image), else multiples of `divisor`."""
-    h, w = shape
-    ch, cw = crop_size
-    if h <= ch and w <= cw:
-        return ch, cw
-    return padded_size(h, w, divisor)
-
-
 def predict_instances(predict, variables, image: np.ndarray, augment_cfg, size_divisor: int,
                       *, with_coarse: bool = False, with_points: bool = False) -> Dict[str, Any]:
     """Detections of one `image` uint8 `(H, W, 3)` in its own pixels: `boxes (D, 4)` float32,
@@ -52,17 +43,19 @@ def predict_instances(predict, variables, image: np.ndarray, augment_cfg, size_d
     `with_points` also `points`: `[(D, P_i, 2)]` image-pixel points of each subdivision step."""
     cfg = InstanceAugmentConfig.from_config(augment_cfg)
     height, width = image.shape[:2]
-    prepared = prepare_eval_instances({"image": image}, cfg, size_divisor)
-    resized = prepared["image"]
-    ch, cw = canvas_size(resized.shape[:2], cfg.crop_size, size_divisor)
-    canvas = np.zeros((ch, cw, 3), np.uint8)
-    canvas[:resized.shape[0], :resized.shape[1]] = resized
-    out = jax.device_get(predict(variables, jnp.asarray(canvas[None]),
+    prepared = prepare_eval_instances({"image": image}, cfg, size_divisor)  # padded to it
+    out = jax.device_get(predict(variables, jnp.asarray(prepared["image"][None]),
                                  jnp.asarray(prepared["image_size"][None])))
-    keep = np.flatnonzero(out["valid"][0])
-    sy, sx = (float(v) for v in prepared["scale"])
-    boxes = out["boxes"][0][keep] / np.asarray([sx, sy, sx, sy], np.float32)
-    result = {"boxes": boxes.astype(np.float32), "classes": out["classes"][0][keep].astype(np.int32),
+    # detectron2's detector_postprocess: scale to the original image, clip, drop empty boxes
+    scale_y, scale_x = (size / float(resized) for size, resized in
+                        zip((height, width), prepared["image_size"]))
+    boxes = out["boxes"][0] * np.asarray([scale_x, scale_y, scale_x, scale_y], np.float32)
+    boxes = np.clip(boxes, 0, np.asarray([width, height, width, height], np.float32))
+    nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    keep = np.flatnonzero(out["valid"][0] & nonempty)
+    boxes = boxes[keep]
+    result = {"boxes": boxes.astype(np.float32),
+              "classes": out["classes"][0][keep].astype(np.int32),
               "scores": out["scores"][0][keep].astype(np.float32)}
     sigmoid = lambda x: 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
     result["masks"] = paste_masks(sigmoid(out["masks"][0][keep]), boxes, (height, width))

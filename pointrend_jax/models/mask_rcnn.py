@@ -18,6 +18,10 @@ Inference, `predict(images, image_sizes)` (or `__call__(images)` with train=Fals
 "coarse_masks" (N, D, s, s) (PointRend's 7x7; the same 28x28 for Mask R-CNN),
 "points": [(N, D, P_i, 2)] box-relative points each subdivision step re-predicted}`.
 Masks are pasted into the image on the host (`coco_metrics.paste_masks`).
+
+In both, the pixels outside each image's `image_size` / `image_sizes` (the padding at the
+bottom/right) are 0 after normalisation, whatever the uint8 padding holds: detectron2
+pads the normalised image with zeros.
 """
 from __future__ import annotations
 
@@ -80,22 +84,29 @@ class ROISettings:
 
 class ResNetFPN(nn.Module):
     """Normalised images -> ResNet -> FPN `{"p2".."p6"}` (p6: p5 subsampled 2x, detectron2's
-    LastLevelMaxPool). `images (N, H, W, 3)` 0..255 RGB, H and W multiples of 32."""
+    LastLevelMaxPool). `images (N, H, W, 3)` 0..255 RGB, H and W multiples of 32;
+    `image_sizes (N, 2)` the (h, w) of each image's content (None: all of it), outside which
+    the normalised pixels are 0, detectron2's padding."""
 
     depth: int = 50
     width: int = 64
     norm: str = "frozen_bn"
     stride_in_1x1: bool = False
+    num_groups: int = 1
+    width_per_group: int = 64
     fpn_channels: int = 256
     pixel_mean: Sequence[float] = IMAGENET_MEAN
     pixel_std: Sequence[float] = IMAGENET_STD
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, images: Array, train: bool = False) -> Dict[str, Array]:
-        x = normalize_images(images, self.pixel_mean, self.pixel_std, self.dtype)
+    def __call__(self, images: Array, train: bool = False,
+                 image_sizes: Optional[Array] = None) -> Dict[str, Array]:
+        x = normalize_images(images, self.pixel_mean, self.pixel_std, self.dtype, image_sizes)
         features = ResNet(depth=self.depth, width=self.width, norm=self.norm, output_stride=32,
-                          stride_in_1x1=self.stride_in_1x1, dtype=self.dtype, name="backbone")(x, train)
+                          stride_in_1x1=self.stride_in_1x1, num_groups=self.num_groups,
+                          width_per_group=self.width_per_group, dtype=self.dtype,
+                          name="backbone")(x, train)
         pyramid = dict(FPN(self.fpn_channels, dtype=self.dtype, name="fpn")(features))
         pyramid["p6"] = pyramid["p5"][:, ::2, ::2]
         return pyramid
@@ -282,7 +293,7 @@ class MaskRCNN(nn.Module):
         return {"loss_cls": loss_cls, "loss_box_reg": loss_box}, predicted
 
     def losses(self, images: Array, targets: Mapping[str, Array]) -> Dict[str, Array]:
-        features = self.net(images, train=True)
+        features = self.net(images, train=True, image_sizes=targets["image_size"])
         anchors = self._anchors(features)
         logits, deltas = self.rpn_head([features[f"p{l}"] for l in RPN_LEVELS])
         out = self._rpn_losses(logits, deltas, anchors, targets)
@@ -336,7 +347,7 @@ class MaskRCNN(nn.Module):
         n, h, w, _ = images.shape
         if image_sizes is None:
             image_sizes = jnp.tile(jnp.asarray([[h, w]], jnp.int32), (n, 1))
-        features = self.net(images, train=False)
+        features = self.net(images, train=False, image_sizes=image_sizes)
         anchors = self._anchors(features)
         logits, deltas = self.rpn_head([features[f"p{l}"] for l in RPN_LEVELS])
         proposals, proposal_valid = self._proposals(logits, deltas, anchors, image_sizes, train=False)
@@ -360,6 +371,8 @@ def build_instance_model(model_cfg, pointrend_cfg, num_classes: int) -> MaskRCNN
     dtype = compute_dtype(model_cfg.dtype)
     b = model_cfg.backbone
     net = ResNetFPN(depth=b.depth, width=b.width, norm=b.norm, stride_in_1x1=b.stride_in_1x1,
+                    # .get: the config.json of runs from before ResNeXt has no grouping keys
+                    num_groups=b.get("num_groups", 1), width_per_group=b.get("width_per_group", 64),
                     fpn_channels=model_cfg.fpn_channels, pixel_mean=tuple(model_cfg.pixel_mean),
                     pixel_std=tuple(model_cfg.pixel_std), dtype=dtype)
     r, h, p = model_cfg.rpn, model_cfg.roi_heads, pointrend_cfg
@@ -377,6 +390,8 @@ def build_instance_model(model_cfg, pointrend_cfg, num_classes: int) -> MaskRCNN
         test_topk_candidates=h.test_topk_candidates, pooler_side=h.box_pooler_side,
         sampling_ratio=h.sampling_ratio, fc_dim=h.box_fc_dim, num_fc=h.box_num_fc,
         train_on_pred_boxes=h.get("train_on_pred_boxes", True))
+    # .get: the config.json of runs from before the option has no cls_agnostic_mask
+    cls_agnostic_mask = h.get("cls_agnostic_mask", False)
     if model_cfg.mask_head == "pointrend":
         mask_head = PointRendMaskHead(
             num_classes, coarse_features=tuple(h.coarse_mask_features),
@@ -387,11 +402,12 @@ def build_instance_model(model_cfg, pointrend_cfg, num_classes: int) -> MaskRCNN
             activation=p.activation, train_num_points=p.train_num_points,
             oversample_ratio=p.oversample_ratio, importance_sample_ratio=p.importance_sample_ratio,
             subdivision_steps=p.subdivision_steps, subdivision_num_points=p.subdivision_num_points,
-            mask_target_sampling_ratio=h.sampling_ratio, dtype=dtype)
+            mask_target_sampling_ratio=h.sampling_ratio, cls_agnostic_mask=cls_agnostic_mask,
+            dtype=dtype)
     elif model_cfg.mask_head == "maskrcnn":
         mask_head = MaskRCNNConvHead(num_classes, pooler_side=h.mask_pooler_side,
                                      sampling_ratio=h.sampling_ratio, conv_dim=h.mask_conv_dim,
-                                     dtype=dtype)
+                                     cls_agnostic_mask=cls_agnostic_mask, dtype=dtype)
     else:
         raise ValueError(f"--config.model.mask_head={model_cfg.mask_head!r} is not one of "
                          f"{list(MASK_HEADS)}")

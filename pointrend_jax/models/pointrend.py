@@ -4,12 +4,15 @@ N: images, H x W: image size, h x w: coarse logit size, K: classes, P: points.
 
 `PointRendSegmenter` wraps any linen module `net` whose `__call__(images, train=...)`
 returns `(features, coarse_logits)`: a mapping of named feature maps `(N, hf, wf, C)` and
-coarse logits `(N, h, w, K)`. It adds point training (uncertain points, the point head)
-and subdivision inference; with `enabled=False` it is the plain coarse model.
+coarse logits `(N, h, w, K)`. `predict(images, image_sizes)` passes `image_sizes (N, 2)` (the
+(h, w) of each image's content in a padded batch) on to `net` as a keyword when it is given,
+so a net that pads like detectron2 (`SemanticSegmentationNet`) takes it. It adds point
+training (uncertain points, the point head) and subdivision inference; with `enabled=False`
+it is the plain coarse model.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -35,6 +38,8 @@ class SemanticSegmentationNet(nn.Module):
 
     `head="semantic_fpn"`: FPN + detectron2's SemSegFPNHead, logits at stride 4.
     `head="deeplabv3"`: ASPP on res5, logits at the backbone's output stride.
+    `image_sizes (N, 2)`: the (h, w) of each image's content; outside it the normalised
+    pixels are 0, detectron2's padding (None: all of the image is content).
     """
 
     num_classes: int
@@ -44,6 +49,8 @@ class SemanticSegmentationNet(nn.Module):
     backbone_norm: str = "frozen_bn"
     output_stride: int = 32
     stride_in_1x1: bool = False
+    num_groups: int = 1
+    width_per_group: int = 64
     fpn_channels: int = 256
     head_channels: int = 128
     head_norm: str = "gn"
@@ -54,12 +61,13 @@ class SemanticSegmentationNet(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, images: Array, train: bool = False):
+    def __call__(self, images: Array, train: bool = False, image_sizes: Optional[Array] = None):
         if self.head not in COARSE_HEADS:
             raise ValueError(f"model.head must be one of {COARSE_HEADS}; got {self.head!r}")
-        x = normalize_images(images, self.pixel_mean, self.pixel_std, self.dtype)
+        x = normalize_images(images, self.pixel_mean, self.pixel_std, self.dtype, image_sizes)
         features = ResNet(depth=self.depth, width=self.width, norm=self.backbone_norm,
                           output_stride=self.output_stride, stride_in_1x1=self.stride_in_1x1,
+                          num_groups=self.num_groups, width_per_group=self.width_per_group,
                           dtype=self.dtype, name="backbone")(x, train)
         if self.head == "semantic_fpn":
             pyramid = FPN(self.fpn_channels, dtype=self.dtype, name="fpn")(features)
@@ -81,7 +89,8 @@ class PointRendSegmenter(nn.Module):
     Training, `__call__(images, train=True)` (needs a `"points"` rng) ->
       `{"coarse_logits" (N, h, w, K), "point_coords" (N, P, 2), "point_logits" (N, P, K)}`
       (the point entries only when `enabled`).
-    Inference, `predict(images)` -> `{"coarse" (N, H, W, K): coarse logits resized to the
+    Inference, `predict(images, image_sizes=None)` (see the module docstring for
+      `image_sizes`) -> `{"coarse" (N, H, W, K): coarse logits resized to the
       image, "logits" (N, H, W, K): PointRend's (the coarse ones when not enabled),
       "points": [(N, P_s, 2)] cell centres chosen at each subdivision step}`.
 
@@ -113,8 +122,9 @@ class PointRendSegmenter(nn.Module):
                 coarse_pred_each_layer=self.coarse_pred_each_layer, activation=self.activation,
                 dtype=self.dtype)
 
-    def _forward(self, images: Array, train: bool):
-        features, coarse = self.net(images, train=train)
+    def _forward(self, images: Array, train: bool, image_sizes: Optional[Array] = None):
+        sizes = {} if image_sizes is None else {"image_sizes": image_sizes}
+        features, coarse = self.net(images, train=train, **sizes)
         if coarse.ndim != 4 or coarse.shape[-1] != self.num_classes:
             raise ValueError(
                 f"the network's coarse logits must be (N, h, w, {self.num_classes}); "
@@ -151,8 +161,8 @@ class PointRendSegmenter(nn.Module):
         upsampled = max(0, int(np.log2(start.shape[1] // coarse.shape[1])))
         return max(0, self.subdivision_steps - upsampled)
 
-    def predict(self, images: Array) -> Mapping[str, Any]:
-        coarse, start, fine = self._forward(images, train=False)
+    def predict(self, images: Array, image_sizes: Optional[Array] = None) -> Mapping[str, Any]:
+        coarse, start, fine = self._forward(images, train=False, image_sizes=image_sizes)
         size = images.shape[1:3]
         out = {"coarse": resize_bilinear(coarse.astype(jnp.float32), size), "points": []}
         if not self.enabled:
@@ -174,7 +184,10 @@ def build_model(model_cfg, pointrend_cfg, num_classes: int) -> PointRendSegmente
     net = SemanticSegmentationNet(
         num_classes=num_classes, head=model_cfg.head, depth=backbone.depth,
         width=backbone.width, backbone_norm=backbone.norm, output_stride=backbone.output_stride,
-        stride_in_1x1=backbone.stride_in_1x1, fpn_channels=model_cfg.fpn_channels,
+        stride_in_1x1=backbone.stride_in_1x1,
+        # .get: the config.json of runs from before ResNeXt has no grouping keys
+        num_groups=backbone.get("num_groups", 1),
+        width_per_group=backbone.get("width_per_group", 64), fpn_channels=model_cfg.fpn_channels,
         head_channels=model_cfg.head_channels, head_norm=model_cfg.head_norm,
         dropout=model_cfg.dropout, aspp_dilations=tuple(model_cfg.aspp_dilations),
         pixel_mean=tuple(model_cfg.pixel_mean),

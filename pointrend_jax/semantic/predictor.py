@@ -4,9 +4,11 @@
     classes = predictor.predict(image)  # uint8 (H, W, 3) -> int32 (H, W)
     out = predictor.predict(image, return_logits=True, return_points=True)
 
-Images of any size are zero-padded at the bottom/right to a multiple of
+Images of any size are padded at the bottom/right to a multiple of
 `config.eval.size_divisor` (what the backbone's strides need), predicted, and cropped back,
-so a new size costs one compilation and pixels are never resampled.
+so a new size costs one compilation and pixels are never resampled. The padding is
+detectron2's: the model zeroes the normalised pixels outside the image (the pixel mean), so
+an image predicts what detectron2's SemanticSegmentor predicts for it.
 
 Shapes: N images, H x W image, K classes, P_s points of subdivision step s.
 """
@@ -23,22 +25,25 @@ from pointrend_jax.data.transforms import check_image, pad_to_multiple
 
 
 def make_predict_fn(model):
-    """`predict(variables, images uint8 (N, H, W, 3)) -> {"coarse", "logits" (N, H, W, K),
-    "points": [(N, P_s, 2)]}` jitted; see `PointRendSegmenter.predict`."""
+    """`predict(variables, images uint8 (N, H, W, 3), image_sizes int32 (N, 2)) -> {"coarse",
+    "logits" (N, H, W, K), "points": [(N, P_s, 2)]}` jitted; see `PointRendSegmenter.predict`
+    (`image_sizes`: the (h, w) of each image's content, the rest is padding)."""
 
     @jax.jit
-    def predict(variables, images):
-        return model.apply(variables, images, method=model.predict)
+    def predict(variables, images, image_sizes):
+        return model.apply(variables, images, image_sizes, method=model.predict)
 
     return predict
 
 
 def predict_padded(predict, variables, images: np.ndarray, divisor: int) -> Dict[str, Any]:
-    """Runs `predict` on `images (N, H, W, 3)` padded to `divisor`, and crops the logits back
-    to `(N, H, W, K)`. Point coordinates are rescaled to the unpadded image."""
-    _, h, w, _ = images.shape
+    """Runs `predict` on `images (N, H, W, 3)` padded to `divisor` (the padding is the pixel
+    mean inside the model), and crops the logits back to `(N, H, W, K)`. Point coordinates
+    are rescaled to the unpadded image."""
+    n, h, w, _ = images.shape
     padded = pad_to_multiple(images, divisor)
-    out = predict(variables, jnp.asarray(padded))
+    sizes = np.tile(np.asarray([[h, w]], np.int32), (n, 1))
+    out = predict(variables, jnp.asarray(padded), jnp.asarray(sizes))
     hp, wp = padded.shape[1:3]
     scale = np.array([wp / w, hp / h], np.float32)
     return {"coarse": out["coarse"][:, :h, :w], "logits": out["logits"][:, :h, :w],

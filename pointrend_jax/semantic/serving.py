@@ -17,12 +17,14 @@ ServeFn = Callable[[Any, jax.Array], Tuple[jax.Array, jax.Array]]
 def make_serving_fn(model, size_divisor: int) -> ServeFn:
     """`serve(variables, images uint8 (N, H, W, 3)) -> (classes int32 (N, H, W), logits
     float32 (N, H, W, K))`, traceable with a symbolic N: `Predictor.predict`'s computation,
-    with the padding to `size_divisor` done inside."""
+    with the padding to `size_divisor` done inside (the pixel mean after normalisation, as
+    `predict` and detectron2 pad)."""
 
     def serve(variables, images):
-        _, h, w, _ = images.shape
+        n, h, w, _ = images.shape
         padded = pad_to_multiple(images, size_divisor, xp=jnp)
-        logits = model.apply(variables, padded, method=model.predict)["logits"][:, :h, :w]
+        sizes = jnp.broadcast_to(jnp.asarray([h, w], jnp.int32), (n, 2))
+        logits = model.apply(variables, padded, sizes, method=model.predict)["logits"][:, :h, :w]
         return jnp.argmax(logits, axis=-1).astype(jnp.int32), logits
 
     return serve
