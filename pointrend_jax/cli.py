@@ -60,6 +60,6 @@ def run(command: Callable) -> None:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
         get_task(CONFIG.value)  # an unknown config.task fails before processes connect
         distributed.initialize_from_flags()
-        command(CONFIG.value, WORKDIR.value)
+        distributed.run(command, CONFIG.value, WORKDIR.value)
 
     app.run(main, flags_parser=parse_flags)

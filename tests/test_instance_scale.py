@@ -3,13 +3,11 @@
 metrics as on 1 (each process evaluates its share; process 0 merges the detections)."""
 import json
 import os
-import subprocess
 import sys
 
+import launch
 import numpy as np
 import pytest
-
-from test_scale import _env, _free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = f"--config={ROOT}/configs/synthetic_instances.py:runlocal"
@@ -20,23 +18,9 @@ def run(script, workdir, data_dir, *flags, devices=1, processes=1):
     base = [sys.executable, os.path.join(ROOT, script), CONFIG, f"--workdir={workdir}",
             f"--config.data.data_dir={data_dir}", "--config.train.batch_size=8",
             "--config.train.log_every=1", *flags]
-    if processes == 1:
-        commands = [base]
-    else:
-        port = _free_port()
-        commands = [base + [f"--coordinator_address=127.0.0.1:{port}",
-                            f"--num_processes={processes}", f"--process_id={i}"]
-                    for i in range(processes)]
-    procs = [subprocess.Popen(c, env=_env(devices), cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for c in commands]
-    try:
-        results = [(p.wait(timeout=400), *p.communicate()) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for rc, _, err in results:
-        assert rc == 0, f"{' '.join(base)} failed ({rc}):\n{err[-3000:]}"
+    results = launch.run(launch.commands(base, processes), devices=devices, cwd=ROOT,
+                         timeout=400)
+    launch.check(results, " ".join(base))
 
 
 def losses(workdir):

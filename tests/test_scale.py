@@ -9,11 +9,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
+import launch
 import numpy as np
 import pytest
 
@@ -27,43 +27,17 @@ def tfds_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tfds"))
 
 
-def _env(devices):
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    return env
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def train(workdir, tfds_dir, *flags, devices=1, processes=1, check=True, script="train.py"):
-    """Runs train.py (or eval.py) on `processes` local processes of `devices` CPU devices each."""
+    """Runs train.py (or eval.py) on `processes` local processes of `devices` CPU devices
+    each; returns process 0's `(returncode, stdout, stderr)`."""
     base = [sys.executable, os.path.join(ROOT, script), CONFIG, f"--workdir={workdir}",
             f"--config.data.data_dir={tfds_dir}", "--config.train.batch_size=8",
             "--config.train.log_every=1", *flags]
-    if processes == 1:
-        procs = [subprocess.Popen(base, env=_env(devices), cwd=ROOT, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)]
-    else:
-        port = _free_port()
-        procs = [subprocess.Popen(base + [f"--coordinator_address=127.0.0.1:{port}",
-                                          f"--num_processes={processes}", f"--process_id={i}"],
-                                  env=_env(devices), cwd=ROOT, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                 for i in range(processes)]
-    try:
-        results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
-    finally:  # a hung run must not outlive the test (SIGTERM only asks for a checkpoint)
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    results = launch.run(launch.commands(base, processes), devices=devices, cwd=ROOT,
+                         timeout=300)
     if check:
-        for rc, out, err in results:
-            assert rc == 0, f"{' '.join(base)} failed ({rc}):\n{err[-3000:]}"
-    return results[0]
+        launch.check(results, " ".join(base))
+    return results[0].returncode, results[0].stdout, results[0].stderr
 
 
 def losses(workdir):
@@ -105,26 +79,22 @@ def test_losses_equal_on_every_topology_and_with_fsdp(tmp_path, tfds_dir, refere
 
 def test_fsdp_really_shards_parameters(tfds_dir):
     code = f"""
-import jax, sys
-sys.argv = ["x"]
-from ml_collections import config_flags
-import importlib.util
-spec = importlib.util.spec_from_file_location("c", "{ROOT}/configs/synthetic_binary.py")
-m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
-c = m.get_config("runlocal"); c.mesh.fsdp = 8
-from pointrend_jax import train_lib
+import jax
+from pointrend_jax.config import load_config
 from pointrend_jax.models.pointrend import build_model
+from pointrend_jax.train import optimizer as optimizer_lib, state as state_lib
+c = load_config("{ROOT}/configs/synthetic_binary.py:runlocal"); c.mesh.fsdp = 8
 model = build_model(c.model, c.pointrend, 2)
-tx, _ = train_lib.make_optimizer(c.optimizer, 4)
-mesh = train_lib.make_mesh(c.mesh)
-state = train_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh, c.mesh)
+tx, _ = optimizer_lib.make_optimizer(c.optimizer, 4)
+mesh = state_lib.make_mesh(c.mesh)
+state = state_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh, c.mesh)
 leaves = jax.tree.leaves(state.params) + jax.tree.leaves(state.opt_state)
 sharded = [x for x in leaves if not x.sharding.is_fully_replicated]
 big = [x for x in leaves if x.size >= c.mesh.fsdp_min_size]
 print(len(sharded), len(big), max(x.addressable_shards[0].data.size / x.size for x in sharded))
 """
-    out = subprocess.run([sys.executable, "-c", code], env=_env(8), cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], env=launch.env(8), cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     sharded, big, fraction = out.stdout.split()
     assert int(sharded) == int(big) > 0
@@ -168,16 +138,20 @@ def test_sigterm_saves_and_resuming_is_bit_identical(tmp_path, tfds_dir):
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), CONFIG, f"--workdir={stopped}",
            f"--config.data.data_dir={tfds_dir}", "--config.train.batch_size=8",
            "--config.train.log_every=1", *flags]
-    proc = subprocess.Popen(cmd, env=_env(1), cwd=ROOT, text=True, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, env=launch.env(1), cwd=ROOT, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    metrics = os.path.join(stopped, "metrics.jsonl")
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(metrics) and len(open(metrics).readlines()) >= 3:
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=300)
+    try:
+        metrics = os.path.join(stopped, "metrics.jsonl")
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if os.path.exists(metrics) and len(open(metrics).readlines()) >= 3:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=300)
+    finally:  # a hung run must not outlive the test
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 0, err[-3000:]
     assert "Preempted: saved a checkpoint at step" in out
     (saved,) = steps(stopped)
@@ -207,7 +181,8 @@ def test_torn_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, tfds_di
                 f.truncate(os.path.getsize(path) // 2)
     os.makedirs(os.path.join(workdir, "checkpoints", "6.orbax-checkpoint-tmp-123"))  # unfinished save
     _, out, err = train(workdir, tfds_dir, *flags)
-    assert "checkpoint step 4 is unreadable" in out
+    torn = f"{workdir}/checkpoints/4/state/_METADATA does not parse"
+    assert f"checkpoint step 4 is torn: {torn}" in out
     assert os.listdir(os.path.join(workdir, "checkpoints_corrupt"))[0].startswith("4-")
     assert steps(workdir) == [2, 4, 6]
     assert_same_losses(losses(workdir), losses(reference))  # steps 3..6 logged again
