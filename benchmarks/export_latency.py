@@ -21,7 +21,6 @@ predict's.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -33,17 +32,12 @@ import numpy as np
 
 from machine_info import describe
 from pointrend_jax import export as export_lib
-from pointrend_jax.models.pointrend import build_model, init_variables
-from pointrend_jax.predictor import Predictor, read_run, restore_variables
+from pointrend_jax.config import load_config
+from pointrend_jax.models.layers import init_variables
+from pointrend_jax.tasks import get_task, validated_task
+from pointrend_jax.workdir import read_run, restore_variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_config(path):
-    spec = importlib.util.spec_from_file_location("bench_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def first_call(fn):
@@ -75,21 +69,28 @@ def main():
     parser.add_argument("--no-saved-model", dest="saved_model", action="store_false")
     args = parser.parse_args()
 
-    if args.workdir:
+    if args.workdir:  # a trained run's config, as `load` reads it
         config, class_names = read_run(args.workdir)
-        model = build_model(config.model, config.pointrend, len(class_names))
-        variables, step = restore_variables(args.workdir, model, tuple(config.augment.crop_size))
+        task = get_task(config)
     else:
         config = load_config(args.config)
         class_names = [f"class{i}" for i in range(5)]
-        model = build_model(config.model, config.pointrend, len(class_names))
+        task = validated_task(config)
+    if task.name != "semantic":
+        parser.error(f"{args.workdir or args.config} is a {task.name} run; this benchmark "
+                     "compares semantic class maps")
+    model = task.build_model(config, len(class_names))
+    if args.workdir:
+        variables, step = restore_variables(args.workdir, model, tuple(config.augment.crop_size))
+    else:
         variables = jax.jit(lambda r: init_variables(model, r, tuple(config.augment.crop_size)))(
             jax.random.key(0))
         step = 0
-    predictor = Predictor(config, variables, class_names, step)
+    predictor = task.predictor(config, model, variables, class_names, step)
     h, w = args.height, args.width
     image = np.random.default_rng(0).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-    size = dict(height=h, width=w, size_divisor=int(config.eval.size_divisor))
+    serve = task.serving_fn(model, config, h, w)
+    size = dict(height=h, width=w)
     rows = []  # (name, function, first call s, class map)
 
     def predict():
@@ -101,7 +102,7 @@ def main():
 
     for label, batch in (("symbolic batch b", None), ("batch 1", 1)):
         start = time.perf_counter()
-        blob = export_lib.export_serving(model, variables, batch=batch, **size).serialize()
+        blob = export_lib.export_serving(serve, variables, batch=batch, **size).serialize()
         export_s = time.perf_counter() - start
         call = jax.jit(jax.export.deserialize(blob).call)
 
@@ -116,7 +117,7 @@ def main():
     tmp = tempfile.TemporaryDirectory()
     if args.saved_model:
         tf = export_lib.import_tensorflow()
-        export_lib.save_saved_model(tmp.name, model, variables, **size)
+        export_lib.save_saved_model(tmp.name, serve, variables, **size)
         serve = tf.saved_model.load(tmp.name).signatures["serving_default"]
         images = tf.constant(image[None])
 

@@ -12,7 +12,6 @@ the train step's lowering + compilation with the persistent cache off; images/s 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -27,34 +26,32 @@ KEYS = ("bbox_AP", "segm_AP", "segm_AP50", "segm_AP75", "boundary_AP")
 
 
 def load_config():
-    spec = importlib.util.spec_from_file_location(
-        "synthetic_instances", os.path.join(ROOT, "configs", "synthetic_instances.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    from pointrend_jax.config import load_config as load
+
+    return load(os.path.join(ROOT, "configs", "synthetic_instances.py"))
 
 
 def step_timing(config, steps: int = 20):
     """(compile seconds, images/s) of the jitted train step on one real batch, no cache."""
     import jax
 
-    from pointrend_jax import train_lib
-    from pointrend_jax.data import build_datasets
-    from pointrend_jax.data.instance_augment import InstanceAugment
     from pointrend_jax.data.pipeline import train_iterator
-    from pointrend_jax.models.build import build_task_model
+    from pointrend_jax.tasks import validated_task
+    from pointrend_jax.train import optimizer as optimizer_lib
+    from pointrend_jax.train import state as state_lib
+    from pointrend_jax.train.step import jit_train_step, make_train_step
 
-    data = build_datasets(config.data)
-    model = build_task_model(config, data.num_classes)
-    mesh = train_lib.make_mesh(config.mesh)
-    tx, schedule = train_lib.make_optimizer(config.optimizer, config.train.num_steps)
-    state = train_lib.create_train_state(model, tx, jax.random.key(0),
+    task = validated_task(config)
+    data = task.build_datasets(config.data)
+    model = task.build_model(config, data.num_classes)
+    mesh = state_lib.make_mesh(config.mesh)
+    tx, schedule = optimizer_lib.make_optimizer(config.optimizer, config.train.num_steps)
+    state = state_lib.create_train_state(model, tx, jax.random.key(0),
                                          tuple(config.augment.crop_size), mesh, config.mesh)
     batch = next(train_iterator(data.train, global_batch_size=config.train.batch_size, seed=0,
-                                augment_cfg=None, transform=InstanceAugment(config.augment)))
-    batch = train_lib.global_batch(batch, mesh)
-    step = train_lib.jit_train_step(train_lib.make_train_step(model, tx, schedule, config.loss),
-                                    state, mesh)
+                                transform=task.train_transform(config)))
+    batch = state_lib.global_batch(batch, mesh)
+    step = jit_train_step(make_train_step(task.loss_fn(model, config), tx, schedule), state, mesh)
     rng = jax.random.key(1)
     start = time.perf_counter()
     compiled = step.lower(state, batch, rng).compile()
@@ -82,8 +79,8 @@ def main():
     import jax
 
     jax.config.update("jax_enable_compilation_cache", False)
-    from pointrend_jax.evaluation import evaluate
-    from pointrend_jax.training import train
+    from pointrend_jax.evaluate import evaluate
+    from pointrend_jax.train import train
 
     config = load_config()
     print(f"\nMachine: {describe()}")

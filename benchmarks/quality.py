@@ -1,6 +1,6 @@
 """Segmentation quality on the synthetic multi-class set at equal steps:
 coarse head only, PointRend, PointRend + ELU point head, PointRend + upsample-coarse-first
-(the two practitioner tricks of SEED_NOTES.md).
+(the two practitioner variants of docs/design.md).
 
     python benchmarks/quality.py [--steps 1500] [--workdir runs/quality]
 
@@ -11,7 +11,6 @@ boundary IoU of the final prediction (PointRend's, or the coarse head's for "coa
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 
@@ -27,11 +26,9 @@ VARIANTS = {
 
 
 def load_config():
-    spec = importlib.util.spec_from_file_location(
-        "synthetic_multiclass", os.path.join(ROOT, "configs", "synthetic_multiclass.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    from pointrend_jax.config import load_config as load
+
+    return load(os.path.join(ROOT, "configs", "synthetic_multiclass.py"))
 
 
 def main():
@@ -40,8 +37,8 @@ def main():
     parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "quality"))
     args = parser.parse_args()
 
-    from pointrend_jax.evaluation import evaluate
-    from pointrend_jax.training import train  # noqa: E402
+    from pointrend_jax.evaluate import evaluate
+    from pointrend_jax.train import train  # noqa: E402
 
     rows = []
     for name, overrides in VARIANTS.items():

@@ -45,36 +45,41 @@ def measure(fsdp: bool, small: bool) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from pointrend_jax import train_lib
-    from pointrend_jax.config import base_config
-    from pointrend_jax.models.pointrend import build_model, init_variables
+    from pointrend_jax.models.layers import init_variables
+    from pointrend_jax.semantic.config import semantic_config
+    from pointrend_jax.tasks import validated_task
+    from pointrend_jax.train import optimizer as optimizer_lib
+    from pointrend_jax.train import state as state_lib
+    from pointrend_jax.train.step import make_train_step
 
-    c = base_config()
+    c = semantic_config()
     c.model.backbone.depth = 18 if small else 101
     c.model.backbone.width = 16 if small else 64
     crop = (256, 512) if small else (512, 1024)
+    c.augment.crop_size = crop
     c.mesh.fsdp = -1 if fsdp else 1
     devices = jax.device_count()
-    model = build_model(c.model, c.pointrend, 19)
-    tx, schedule = train_lib.make_optimizer(c.optimizer, 1000)
-    mesh = train_lib.make_mesh(c.mesh)
+    task = validated_task(c)
+    model = task.build_model(c, 19)
+    tx, schedule = optimizer_lib.make_optimizer(c.optimizer, 1000)
+    mesh = state_lib.make_mesh(c.mesh)
 
     def init(rng):
         variables = init_variables(model, rng, crop)
-        return train_lib.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+        return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                                     batch_stats=variables["batch_stats"],
                                     opt_state=tx.init(variables["params"]))
 
     shapes = jax.eval_shape(init, jax.random.key(0))
-    shardings = train_lib.state_shardings(shapes, mesh, c.mesh)
+    shardings = state_lib.state_shardings(shapes, mesh, c.mesh)
     state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                          shapes, shardings)
-    batch_sh = train_lib.batch_sharding(mesh)
+    batch_sh = state_lib.batch_sharding(mesh)
     batch = {"image": jax.ShapeDtypeStruct((devices, *crop, 3), jnp.uint8, sharding=batch_sh),
              "label": jax.ShapeDtypeStruct((devices, *crop), jnp.uint8, sharding=batch_sh)}
-    step = jax.jit(train_lib.make_train_step(model, tx, schedule, c.loss),
-                   in_shardings=(shardings, batch_sh, train_lib.replicated(mesh)),
-                   out_shardings=(shardings, train_lib.replicated(mesh)), donate_argnums=(0,))
+    step = jax.jit(make_train_step(task.loss_fn(model, c), tx, schedule),
+                   in_shardings=(shardings, batch_sh, state_lib.replicated(mesh)),
+                   out_shardings=(shardings, state_lib.replicated(mesh)), donate_argnums=(0,))
     compiled = step.lower(state, batch, jax.random.key(0)).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

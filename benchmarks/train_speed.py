@@ -2,7 +2,7 @@
 
     python benchmarks/train_speed.py [--batch 2] [--steps 5] [--dtype float32|bfloat16]
 
-Times the jitted, sharded train step of `train_lib` (all local devices, data parallel) on
+Times the jitted, sharded train step of `pointrend_jax.train` (all local devices, data parallel) on
 random uint8 images, after compiling it; prints images/s and the compile time.
 """
 from __future__ import annotations
@@ -14,9 +14,11 @@ import time
 import jax
 import numpy as np
 
-from pointrend_jax import train_lib
-from pointrend_jax.config import base_config
-from pointrend_jax.models.pointrend import build_model
+from pointrend_jax.semantic.config import semantic_config
+from pointrend_jax.tasks import validated_task
+from pointrend_jax.train import optimizer as optimizer_lib
+from pointrend_jax.train import state as state_lib
+from pointrend_jax.train.step import jit_train_step, make_train_step
 
 
 def main():
@@ -26,19 +28,20 @@ def main():
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
 
-    c = base_config()  # SemanticFPN, ResNet-50 (frozen BN), 2048 points, 3x256 point head
+    c = semantic_config()  # SemanticFPN, ResNet-50 (frozen BN), 2048 points, 3x256 point head
     c.model.dtype = args.dtype
     crop = (512, 1024)
-    model = build_model(c.model, c.pointrend, 19)
-    tx, schedule = train_lib.make_optimizer(c.optimizer, 1000)
-    mesh = train_lib.make_mesh(c.mesh)
-    state = train_lib.create_train_state(model, tx, jax.random.key(0), crop, mesh, c.mesh)
+    c.augment.crop_size = crop
+    task = validated_task(c)
+    model = task.build_model(c, 19)
+    tx, schedule = optimizer_lib.make_optimizer(c.optimizer, 1000)
+    mesh = state_lib.make_mesh(c.mesh)
+    state = state_lib.create_train_state(model, tx, jax.random.key(0), crop, mesh, c.mesh)
     rng = np.random.default_rng(0)
-    batch = train_lib.global_batch(
+    batch = state_lib.global_batch(
         {"image": rng.integers(0, 256, (args.batch, *crop, 3), dtype=np.uint8),
          "label": rng.integers(0, 19, (args.batch, *crop), dtype=np.uint8)}, mesh)
-    step = train_lib.jit_train_step(train_lib.make_train_step(model, tx, schedule, c.loss),
-                                    state, mesh)
+    step = jit_train_step(make_train_step(task.loss_fn(model, c), tx, schedule), state, mesh)
     start = time.perf_counter()
     compiled = step.lower(state, batch, jax.random.key(1)).compile()
     compile_s = time.perf_counter() - start

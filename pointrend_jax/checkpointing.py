@@ -22,10 +22,16 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import tensorstore as ts
+import fsspec
 from absl import logging
 from etils import epath
 
 from pointrend_jax import distributed
+
+# A run directory in a bucket is written by other processes too (every host of a run, a
+# rerun, the training run a notebook's load() reads): listings are never answered from
+# gcsfs's per-process cache, which would hide checkpoints written since.
+fsspec.config.conf.setdefault("gs", {})["use_listings_cache"] = False
 
 # Files Orbax (0.12.8, pinned) writes into every finished step, and into each item of it.
 COMMIT_MARKER = ocp.path.atomicity_types.COMMIT_SUCCESS_FILE

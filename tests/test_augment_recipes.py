@@ -4,7 +4,7 @@ import colorsys
 import numpy as np
 import pytest
 
-from pointrend_jax.data import augment as aug_lib
+from pointrend_jax.semantic import augment as aug_lib
 
 PALETTE = np.array([[30, 200, 100], [70, 170, 120], [110, 140, 140], [150, 110, 160], [190, 80, 180]],
                    np.uint8)

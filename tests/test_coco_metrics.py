@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from pycocotools.coco import COCO
 
-from pointrend_jax.coco_metrics import (
+from pointrend_jax.instance.coco_metrics import (
     ALL_KEYS,
     AP_SUFFIXES,
     BOUNDARY_KEYS,

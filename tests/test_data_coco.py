@@ -11,7 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from pointrend_jax.data import INSTANCE_DATASETS, DataError, build_datasets
-from pointrend_jax.data import instance_augment as ia
+from pointrend_jax.instance import augment as ia
 from pointrend_jax.data import pipeline
 from pointrend_jax.data import synthetic_instances as si
 from pointrend_jax.data.coco import CocoSource
@@ -170,7 +170,7 @@ def test_coco_source_decodes_every_segmentation_kind(tmp_path, np_rng, caplog):
         source = CocoSource(str(images_dir), str(json_path))
     assert len(source) == 4 and source.image_ids == [10, 20, 30, 40]
     assert source.class_names == ["apple", "cat", "zebra"] and source.category_ids == [1, 5, 90]
-    assert source.num_instances_max == 2
+    assert max(len(source[i]["classes"]) for i in range(len(source))) == 2  # kept, non-crowd
     for index, image_id in enumerate(source.image_ids):
         ex = source[index]
         masks, classes, boxes = expected[image_id]
@@ -549,7 +549,7 @@ def test_train_iterator_with_instance_transform_yields_fixed_shapes(np_rng, synt
                               int(np_rng.integers(0, 12))) for _ in range(6)]
     synthetic_source = CocoSource(synthetic_set[1]["train_images"], synthetic_set[1]["train_json"])
     for source in (fakes, synthetic_source):
-        it = pipeline.train_iterator(source, global_batch_size=4, seed=3, augment_cfg=None, transform=transform,
+        it = pipeline.train_iterator(source, global_batch_size=4, seed=3, transform=transform,
                                      num_threads=1, prefetch_batches=1)
         for _ in range(3):
             batch = next(it)
@@ -559,9 +559,9 @@ def test_train_iterator_with_instance_transform_yields_fixed_shapes(np_rng, synt
             assert batch["boxes"].shape == (4, m, 4) and batch["valid"].shape == (4, m)
             assert batch["image_size"].shape == (4, 2)
     # Same seed, same batches.
-    a = next(pipeline.train_iterator(synthetic_source, global_batch_size=2, seed=5, augment_cfg=None,
+    a = next(pipeline.train_iterator(synthetic_source, global_batch_size=2, seed=5,
                                      transform=transform, num_threads=1))
-    b = next(pipeline.train_iterator(synthetic_source, global_batch_size=2, seed=5, augment_cfg=None,
+    b = next(pipeline.train_iterator(synthetic_source, global_batch_size=2, seed=5,
                                      transform=transform, num_threads=1))
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])

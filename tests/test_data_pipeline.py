@@ -5,7 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from pointrend_jax.data import augment as aug_lib
+from pointrend_jax.semantic import augment as aug_lib
 from pointrend_jax.data.pipeline import eval_examples, num_eval_examples, train_iterator
 
 NUM_CLASSES = 5
@@ -192,7 +192,7 @@ def test_augment_config_rejects_bad_values():
 
 def test_batches_have_local_shape_and_dtype(np_rng):
     it = train_iterator(BlockSource(np_rng), global_batch_size=8, seed=0, process_index=1,
-                        process_count=2, augment_cfg=ml_collections.ConfigDict(FULL_CFG))
+                        process_count=2, transform=aug_lib.SemanticAugment(ml_collections.ConfigDict(FULL_CFG)))
     for batch in _take(it, 3):
         assert set(batch) == {"image", "label"}
         assert batch["image"].shape == (4, 24, 32, 3) and batch["image"].dtype == np.uint8
@@ -202,10 +202,10 @@ def test_batches_have_local_shape_and_dtype(np_rng):
 def test_global_batch_must_divide_over_processes():
     with pytest.raises(ValueError, match="global_batch_size=6.*process_count=4"):
         train_iterator(IndexSource(8), global_batch_size=6, seed=0, process_index=0, process_count=4,
-                       augment_cfg=identity_cfg())
+                       transform=aug_lib.SemanticAugment(identity_cfg()))
     with pytest.raises(ValueError, match="process_index"):
         train_iterator(IndexSource(8), global_batch_size=4, seed=0, process_index=2, process_count=2,
-                       augment_cfg=identity_cfg())
+                       transform=aug_lib.SemanticAugment(identity_cfg()))
 
 
 def test_same_seed_same_batches_different_seed_different(np_rng):
@@ -214,7 +214,7 @@ def test_same_seed_same_batches_different_seed_different(np_rng):
 
     def run(s):
         return _take(train_iterator(source, global_batch_size=4, seed=s, process_index=0, process_count=1,
-                                    augment_cfg=FULL_CFG), 6)
+                                    transform=aug_lib.SemanticAugment(FULL_CFG)), 6)
 
     first = run(seed)
     _assert_same(first, run(seed))
@@ -225,7 +225,7 @@ def test_same_seed_same_batches_different_seed_different(np_rng):
 @pytest.mark.parametrize("num_examples", [12, 11])
 def test_stream_covers_every_epoch_once_and_reshuffles(num_examples):
     it = train_iterator(IndexSource(num_examples), global_batch_size=1, seed=3,
-                        augment_cfg=identity_cfg())
+                        transform=aug_lib.SemanticAugment(identity_cfg()))
     stream = [i for batch in _take(it, 3 * num_examples) for i in _indices(batch)]
     epochs = [stream[e * num_examples:(e + 1) * num_examples] for e in range(3)]
     assert all(sorted(e) == list(range(num_examples)) for e in epochs)
@@ -245,7 +245,7 @@ class RecordingSource(BlockSource):
 @pytest.mark.parametrize("process_count", [2, 4])
 def test_global_batches_do_not_depend_on_the_process_count(np_rng, process_count):
     source = RecordingSource(np_rng, n=13)
-    kwargs = dict(global_batch_size=8, seed=int(np_rng.integers(2**31)), augment_cfg=FULL_CFG,
+    kwargs = dict(global_batch_size=8, seed=int(np_rng.integers(2**31)), transform=aug_lib.SemanticAugment(FULL_CFG),
                   num_threads=0)
     single = _take(train_iterator(source, **kwargs), 4)
     per_process = [_take(train_iterator(source, process_index=p, process_count=process_count,
@@ -270,7 +270,7 @@ def test_global_batches_do_not_depend_on_the_process_count(np_rng, process_count
 
 def test_start_batch_resumes_the_stream_on_any_process_count(np_rng):
     source = BlockSource(np_rng, n=10)
-    kwargs = dict(global_batch_size=4, seed=int(np_rng.integers(2**31)), augment_cfg=FULL_CFG)
+    kwargs = dict(global_batch_size=4, seed=int(np_rng.integers(2**31)), transform=aug_lib.SemanticAugment(FULL_CFG))
     uninterrupted = _take(train_iterator(source, **kwargs), 7)
     _assert_same(_take(train_iterator(source, start_batch=3, **kwargs), 4), uninterrupted[3:])
     halves = [_take(train_iterator(source, start_batch=5, process_index=p, process_count=2,
@@ -283,7 +283,7 @@ def test_start_batch_resumes_the_stream_on_any_process_count(np_rng):
 def test_resume_from_state_continues_the_same_stream(np_rng):
     source = BlockSource(np_rng, n=10)
     kwargs = dict(global_batch_size=3, seed=int(np_rng.integers(2**31)), process_index=0,
-                  process_count=1, augment_cfg=FULL_CFG)
+                  process_count=1, transform=aug_lib.SemanticAugment(FULL_CFG))
     uninterrupted = _take(train_iterator(source, **kwargs), 9)
 
     it = train_iterator(source, **kwargs)
@@ -303,16 +303,76 @@ def test_eval_examples_split_over_processes_in_fixed_order():
     assert [num_eval_examples(source, process_index=p, process_count=3) for p in range(3)] == [3, 2, 2]
     again = [ex["stem"] for ex in eval_examples(source, process_index=0, process_count=1)]
     assert again == [f"ex{i}" for i in range(7)]
-    # --config.eval.max_images: the first examples of each process's share
-    capped = [ex["stem"] for ex in eval_examples(source, process_index=1, process_count=3, max_examples=1)]
-    assert capped == ["ex1"]
-    assert num_eval_examples(source, process_index=0, process_count=3, max_examples=2) == 2
-    assert num_eval_examples(source, process_index=2, process_count=3, max_examples=5) == 2
+
+
+@pytest.mark.parametrize("process_count", [1, 2, 3, 4])
+@pytest.mark.parametrize("max_examples", [None, 0, 1, 2, 5, 7, 20])
+def test_eval_max_examples_counts_over_all_processes(process_count, max_examples):
+    """--config.eval.max_images: the first `max_examples` of the split, split between the
+    processes; so the same images whatever the process count, and the counts add up."""
+    source = IndexSource(7)
+    first = [f"ex{i}" for i in range(7)][:max_examples]
+    shares = [[ex["stem"] for ex in eval_examples(source, process_index=p, process_count=process_count,
+                                                  max_examples=max_examples)]
+              for p in range(process_count)]
+    assert sorted(sum(shares, []), key=lambda stem: int(stem[2:])) == first
+    for p, share in enumerate(shares):  # interleaved: every process_count-th, from p
+        assert share == first[p::process_count]
+        assert num_eval_examples(source, process_index=p, process_count=process_count,
+                                 max_examples=max_examples) == len(share)
+    assert sum(num_eval_examples(source, process_index=p, process_count=process_count,
+                                 max_examples=max_examples)
+               for p in range(process_count)) == len(first)
+
+
+def test_eval_max_examples_examples_by_hand():
+    source = IndexSource(7)
+    # the first 4 of the split over 3 processes: ex0, ex3 | ex1 | ex2
+    assert [ex["stem"] for ex in eval_examples(source, process_index=0, process_count=3,
+                                               max_examples=4)] == ["ex0", "ex3"]
+    assert [ex["stem"] for ex in eval_examples(source, process_index=1, process_count=3,
+                                               max_examples=4)] == ["ex1"]
+    assert [ex["stem"] for ex in eval_examples(source, process_index=2, process_count=3,
+                                               max_examples=1)] == []
+    assert num_eval_examples(source, process_index=0, process_count=3, max_examples=2) == 1
+    assert num_eval_examples(source, process_index=2, process_count=3, max_examples=5) == 1
+    with pytest.raises(ValueError, match="process_index"):
+        num_eval_examples(source, process_index=3, process_count=3, max_examples=5)
+
+
+def test_train_iterator_needs_the_task_transform():
+    with pytest.raises(TypeError, match="transform"):
+        train_iterator(IndexSource(4), global_batch_size=2, seed=0)
+    with pytest.raises(TypeError, match="augment_cfg"):  # the argument before the task seam
+        train_iterator(IndexSource(4), global_batch_size=2, seed=0, augment_cfg=identity_cfg())
+    # Any picklable (example, rng) -> dict transform; its keys are the batch's keys.
+    it = train_iterator(IndexSource(4), global_batch_size=2, seed=0, transform=_StemIndex())
+    batch = next(it)
+    assert set(batch) == {"index"} and batch["index"].shape == (2,)
+    assert sorted(batch["index"].tolist() + next(it)["index"].tolist()) == [0, 1, 2, 3]
+
+
+class _StemIndex:
+    def __call__(self, example, rng):
+        return {"index": np.int32(example["stem"][2:])}
+
+
+def test_semantic_augment_is_augment_and_pickles(np_rng):
+    import pickle
+
+    example = BlockSource(np_rng, n=1)[0]
+    transform = pickle.loads(pickle.dumps(aug_lib.SemanticAugment(ml_collections.ConfigDict(FULL_CFG))))
+    assert transform.cfg == aug_lib.AugmentConfig.from_config(FULL_CFG)
+    seed = int(np_rng.integers(2**31))
+    a = transform(example, np.random.default_rng(seed))
+    b = aug_lib.augment(example, np.random.default_rng(seed), FULL_CFG)
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["label"], b["label"])
 
 
 def test_reader_threads_do_not_change_the_stream(np_rng):
     source = BlockSource(np_rng, n=8)
-    runs = [_take(train_iterator(source, global_batch_size=2, seed=5, augment_cfg=FULL_CFG,
+    runs = [_take(train_iterator(source, global_batch_size=2, seed=5, transform=aug_lib.SemanticAugment(FULL_CFG),
                                  num_threads=threads, prefetch_batches=prefetch), 5)
             for threads, prefetch in [(0, 1), (2, 4)]]
     _assert_same(*runs)

@@ -126,10 +126,11 @@ def test_build_datasets_synthetic(tmp_path):
 
 def test_feeds_the_training_pipeline(multiclass):
     from pointrend_jax.data.pipeline import train_iterator
+    from pointrend_jax.semantic.augment import SemanticAugment
 
     cfg = dict(crop_size=(96, 96), min_scale=0.75, max_scale=1.25, flip=True, color_jitter=0.2,
                max_class_ratio=0.75)
     batch = next(train_iterator(multiclass["train"], global_batch_size=4, seed=0, process_index=0,
-                                process_count=1, augment_cfg=cfg))
+                                process_count=1, transform=SemanticAugment(cfg)))
     assert batch["image"].shape == (4, 96, 96, 3) and batch["label"].shape == (4, 96, 96)
     assert batch["label"].max() < len(synthetic.SYNTHETIC_CLASS_NAMES["multiclass"])

@@ -3,13 +3,18 @@ instance set (PointRend head) and on a tiny COCO-format fake (the 28x28 Mask R-C
 the files eval.py writes, and `pointrend_jax.load(workdir).predict` against them."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 
 import pointrend_jax
-from pointrend_jax import config as config_lib
+from pointrend_jax.config import load_config
+from pointrend_jax.instance import InstanceTask
+from pointrend_jax.instance import config as instance_config
+from pointrend_jax.tasks import validated_task
 from test_data_coco import make_fake_coco
 from test_train_eval import ROOT, read_jsonl, run_cli
 
@@ -109,7 +114,7 @@ def test_export_of_an_instance_run_equals_predict(synthetic_run, tmp_path, np_rn
     import jax
 
     from pointrend_jax.export import export_run, main
-    from pointrend_jax.instance_predictor import make_instance_predict_fn
+    from pointrend_jax.instance.predictor import make_instance_predict_fn
 
     workdir, _, _ = synthetic_run
     out = str(tmp_path / "export")
@@ -138,6 +143,41 @@ def test_export_of_an_instance_run_equals_predict(synthetic_run, tmp_path, np_rn
         export_run(workdir, str(tmp_path / "bad"), height=0, width=64, saved_model=False)
 
 
+def test_instance_export_at_a_smaller_size_pads_like_predict(synthetic_run, tmp_path):
+    """Exported for 32x40 images (padded to 32x64, the multiple of 32 that `predict` pads them
+    to as detectron2 does, smaller than the 64x64 training canvas): the artifact finds
+    predict's detections, boxes, scores and masks."""
+    import jax
+
+    from pointrend_jax.data.synthetic_instances import load_synthetic_instances
+    from pointrend_jax.export import export_run
+    from pointrend_jax.instance.coco_metrics import paste_masks
+
+    workdir, data_dir, _ = synthetic_run
+    out = str(tmp_path / "export")
+    info = export_run(workdir, out, height=32, width=40, batch=2, platforms=("cpu",),
+                      saved_model=False)
+    assert info["inputs"]["images"]["shape"] == [2, 32, 40, 3]
+    with open(os.path.join(out, "model.jax_exported"), "rb") as f:
+        exported = jax.export.deserialize(f.read())
+    val = load_synthetic_instances(data_dir, num_train=8, num_val=4, image_size=64)["val"]
+    images = np.stack([val[i]["image"][:32, :40] for i in range(2)])
+    got = jax.device_get(exported.call(images))
+    predictor = pointrend_jax.load(workdir)
+    found = 0
+    for i, image in enumerate(images):
+        want = predictor.predict(image)
+        keep = np.asarray(got["valid"][i])
+        assert keep.sum() == len(want["scores"])
+        found += len(want["scores"])
+        np.testing.assert_array_equal(got["classes"][i][keep], want["classes"])
+        np.testing.assert_allclose(got["scores"][i][keep], want["scores"], atol=1e-5)
+        np.testing.assert_allclose(got["boxes"][i][keep], want["boxes"], atol=1e-3)
+        pasted = paste_masks(np.asarray(got["masks"][i][keep], np.float64), want["boxes"], (32, 40))
+        assert np.mean(pasted == want["masks"]) >= 0.999
+    assert found > 0
+
+
 def test_coco_format_fake_trains_and_evaluates_with_the_maskrcnn_head(tmp_path, np_rng):
     images_dir, json_path, _ = make_fake_coco(tmp_path, np_rng)
     workdir = str(tmp_path / "run")
@@ -159,32 +199,75 @@ def test_coco_format_fake_trains_and_evaluates_with_the_maskrcnn_head(tmp_path, 
 
 
 def test_instance_config_errors_name_the_key():
-    config = config_lib.instance_config()
+    config = instance_config.instance_config()
     config.data.name = "synthetic"
     with pytest.raises(ValueError, match="--config.data.name"):
-        config_lib.validate(config)
-    config = config_lib.instance_config()
+        validated_task(config)
+    config = instance_config.instance_config()
     config.model.mask_head = "deeplab"
     with pytest.raises(ValueError, match="--config.model.mask_head"):
-        config_lib.validate(config)
-    config = config_lib.instance_config()
+        validated_task(config)
+    config = instance_config.instance_config()
     config.augment.crop_size = (100, 128)
     with pytest.raises(ValueError, match="--config.augment.crop_size"):
-        config_lib.validate(config)
+        validated_task(config)
+
+
+def test_instance_configs_have_no_semantic_keys_and_refuse_them_with_a_hint():
+    config = instance_config.instance_config()
+    for key in ("enabled", "upsample_coarse_first"):
+        assert key not in config.pointrend
+    for key in ("head", "head_channels", "head_norm", "dropout", "aspp_dilations"):
+        assert key not in config.model
+    assert "output_stride" not in config.model.backbone
+    for key in ("color_jitter", "color_aug_ssd", "max_class_ratio"):
+        assert key not in config.augment
+    assert set(config.loss) == {"mask_weight", "mask_point_weight"}
+    # A semantic key added to an instance config (an old config.json, a hand-built config):
+    # refused naming the key, the task that reads it and what to use instead.
+    config.pointrend.enabled = False
+    with pytest.raises(ValueError) as error:
+        validated_task(config)
+    message = str(error.value)
+    assert "--config.pointrend.enabled" in message and "read by semantic configs" in message
+    assert "--config.model.mask_head=maskrcnn" in message
+    config = instance_config.instance_config()
+    config.loss.pixel_weight = 2.0
+    with pytest.raises(ValueError, match=r"--config\.loss\.pixel_weight.*loss\.mask_weight"):
+        validated_task(config)
+    config = instance_config.instance_config()
+    config.augment.color_jitter = 0.2
+    with pytest.raises(ValueError, match=r"--config\.augment\.color_jitter.*does not change"):
+        validated_task(config)
+    config = instance_config.instance_config()
+    config.model.made_up = 1
+    with pytest.raises(ValueError, match=r"--config\.model\.made_up: instance configs have no "
+                                         r"such key \(no task reads it\)"):
+        validated_task(config)
+
+
+@pytest.mark.parametrize("script", ["train.py", "eval.py"])
+def test_command_line_override_of_a_semantic_key_exits_with_the_hint(script, tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, script),
+           f"--config={ROOT}/configs/synthetic_instances.py:runlocal",
+           f"--workdir={tmp_path / 'run'}", "--config.pointrend.enabled=False"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode != 0
+    assert "--config.pointrend.enabled" in result.stderr
+    assert "instance configs have no such key" in result.stderr
+    assert "--config.model.mask_head=maskrcnn" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "run")
 
 
 @pytest.mark.parametrize("name", ["synthetic_instances", "coco_format", "coco_pointrend_r50_fpn"])
 def test_instance_configs_validate(name):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    path = os.path.join(ROOT, "configs", f"{name}.py")
     for arg in ("", "runlocal"):
-        config = module.get_config(arg)
-        config_lib.validate(config)
+        config = load_config(f"{path}:{arg}" if arg else path)
+        assert isinstance(validated_task(config), InstanceTask)
         assert config.task == "instance"
-    full = module.get_config()
+    full = load_config(path)
     if name == "coco_pointrend_r50_fpn":  # detectron2's 1x recipe
         assert full.train.batch_size == 16 and full.train.num_steps == 90000
         assert tuple(full.optimizer.decay_steps) == (60000, 80000)
@@ -194,7 +277,7 @@ def test_instance_configs_validate(name):
 
 
 def _instance_batch(np_rng, config, size=64, batch=2):
-    from pointrend_jax.data.instance_augment import InstanceAugment
+    from pointrend_jax.instance.augment import InstanceAugment
     from pointrend_jax.data.synthetic_instances import make_instance_example
 
     transform = InstanceAugment(config.augment)
@@ -206,30 +289,31 @@ def _instance_batch(np_rng, config, size=64, batch=2):
 def test_bfloat16_instance_step_with_pretrained_backbone_and_freeze_at(tmp_path, np_rng):
     import jax
 
-    from pointrend_jax import train_lib
     from pointrend_jax.backbones import backbone_meta, resnet_from_torchvision, save_backbone
-    from pointrend_jax.models.build import build_task_model
+    from pointrend_jax.train import optimizer as optimizer_lib
+    from pointrend_jax.train import state as state_lib
+    from pointrend_jax.train.step import jit_train_step, make_train_step
     from torch_resnet import TorchResNet, randomize_
 
-    config = config_lib.instance_config()
-    config_lib.instance_runlocal(config)  # ResNet-18 at width 8
+    config = instance_config.instance_config()
+    instance_config.instance_runlocal(config)  # ResNet-18 at width 8
     config.model.dtype = "bfloat16"  # float32 runs everywhere else
     module, weights = resnet_from_torchvision(
         randomize_(TorchResNet(18, 8), int(np_rng.integers(2**31))).state_dict())
     config.model.backbone.pretrained = str(tmp_path / "r18.npz")
     save_backbone(config.model.backbone.pretrained, weights,
                   backbone_meta(module, "torchvision", "test"))
-    model = build_task_model(config, 3)
-    tx, schedule = train_lib.make_optimizer(config.optimizer, 10, freeze_at=2)
-    mesh = train_lib.make_mesh(config.mesh)
-    state = train_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh, config.mesh)
-    state = train_lib.with_pretrained_backbone(state, config.model)
+    task = validated_task(config)
+    model = task.build_model(config, 3)
+    tx, schedule = optimizer_lib.make_optimizer(config.optimizer, 10, freeze_at=2)
+    mesh = state_lib.make_mesh(config.mesh)
+    state = state_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh, config.mesh)
+    state = state_lib.with_pretrained_backbone(state, config.model)
     backbone = jax.device_get(state.params["net"]["backbone"])
     np.testing.assert_array_equal(backbone["layer3_1"]["conv2"]["kernel"],
                                   weights["params"]["layer3_1"]["conv2"]["kernel"])
-    step = train_lib.jit_train_step(train_lib.make_train_step(model, tx, schedule, config.loss),
-                                    state, mesh)
-    batch = train_lib.global_batch(_instance_batch(np_rng, config), mesh)
+    step = jit_train_step(make_train_step(task.loss_fn(model, config), tx, schedule), state, mesh)
+    batch = state_lib.global_batch(_instance_batch(np_rng, config), mesh)
     for _ in range(2):
         state, measurements = step(state, batch, jax.random.key(1))
         assert np.isfinite(float(measurements["loss"])) and float(measurements["nonfinite"]) == 0

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pointrend_jax.losses import pixel_loss, point_loss, segmentation_loss
+from pointrend_jax.semantic.losses import pixel_loss, point_loss, segmentation_loss
 
 
 def random_labels(rng, shape, k, ignore_fraction=0.2):

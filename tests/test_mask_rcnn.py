@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pointrend_jax import config as config_lib
+from pointrend_jax.instance import config as instance_config
 from pointrend_jax.models import box_ops as B
 from pointrend_jax.models.mask_rcnn import (BOX_WEIGHTS, RPN_LEVELS, FastRCNNHead, MaskRCNN,
                                             build_instance_model)
@@ -23,7 +23,7 @@ SCALE_CLAMP = math.log(1000.0 / 16)
 
 
 def tiny_model(**roi) -> MaskRCNN:
-    c = config_lib.instance_runlocal(config_lib.instance_config())
+    c = instance_config.instance_runlocal(instance_config.instance_config())
     model = build_instance_model(c.model, c.pointrend, K)
     return model.clone(roi=dataclasses.replace(model.roi, **roi)) if roi else model
 

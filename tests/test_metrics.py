@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pointrend_jax.metrics import (
+from pointrend_jax.semantic.metrics import (
     SegmentationMetrics,
     boundary_dilation,
     boundary_iou_stats,
@@ -152,7 +152,7 @@ def test_predicting_into_ignored_region_only_changes_boundary_iou():
     # gt: left half class 0, right half class 1, a 255 band between them (cols 30..33).
     # Predicting class 0 over the band leaves mIoU at 1 (ignored pixels are not counted)
     # but moves class 0's predicted boundary off the band's edge: the ignored pixels
-    # count as outside gt == 0 when eroding, as DESIGN.md section 5 states it.
+    # count as outside gt == 0 when eroding, as Boundary IoU defines it (docs/design.md).
     label = np.zeros((1, 64, 64), np.int32)
     label[0, :, 32:] = 1
     label[0, :, 30:34] = IGNORE

@@ -1,6 +1,5 @@
 """The paper-recipe configs: their full settings, and each one's `:runlocal` trained and
 evaluated through train.py and eval.py on fakes written in the official download layouts."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,7 +13,9 @@ from conftest import SEED
 from pointrend_jax import config as config_lib
 from pointrend_jax.backbones import DETECTRON2_PIXEL_MEAN, DETECTRON2_PIXEL_STD
 from pointrend_jax.data import ade20k, cityscapes, voc
-from pointrend_jax.data.augment import augment
+from pointrend_jax.semantic import SemanticTask
+from pointrend_jax.semantic.augment import augment
+from pointrend_jax.tasks import validated_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # config -> (data set folder in the fakes, official class names)
@@ -27,10 +28,8 @@ CONFIGS = {
 
 
 def load_config(name, arg=""):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    path = os.path.join(ROOT, "configs", f"{name}.py")
+    return config_lib.load_config(f"{path}:{arg}" if arg else path)
 
 
 def coarse_stride(c):
@@ -40,7 +39,7 @@ def coarse_stride(c):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_full_config_is_valid_and_renders_at_full_resolution(name):
     c = load_config(name)
-    config_lib.validate(c)
+    assert isinstance(validated_task(c), SemanticTask)
     assert c.data.name == CONFIGS[name][0]
     # MSRA weights: stride in the 1x1 conv, detectron2's pixel statistics, frozen BN.
     assert c.model.backbone.stride_in_1x1 and c.model.backbone.norm == "frozen_bn"

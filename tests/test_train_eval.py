@@ -11,9 +11,14 @@ import pytest
 from PIL import Image
 
 import pointrend_jax
+from pointrend_jax.config import load_config
 from pointrend_jax.data import build_datasets
-from pointrend_jax.models.pointrend import build_model
-from pointrend_jax import train_lib
+from pointrend_jax.semantic import SemanticTask
+from pointrend_jax.train import optimizer as optimizer_lib
+from pointrend_jax.train import state as state_lib
+from pointrend_jax.train.step import jit_train_step, make_train_step
+
+TASK = SemanticTask()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,13 +53,7 @@ def trained_run(tmp_path_factory, tfds_dir):
 
 
 def runlocal_config(tfds_dir, name="synthetic_multiclass"):
-    from ml_collections import config_flags  # noqa: F401  (configs are plain modules)
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("runlocal")
+    config = load_config(os.path.join(ROOT, "configs", f"{name}.py:runlocal"))
     config.data.data_dir = tfds_dir
     return config
 
@@ -102,7 +101,7 @@ def test_eval_writes_metrics_examples_and_predictions(trained_run, tfds_dir):
 
 
 def test_same_seed_gives_same_losses_and_other_seed_differs(tmp_path, tfds_dir):
-    from pointrend_jax.training import train
+    from pointrend_jax.train import train
 
     config = runlocal_config(tfds_dir)
     runs = []
@@ -119,17 +118,16 @@ def test_loss_goes_down_on_a_tiny_run(tfds_dir):
     config.optimizer.learning_rate = 0.01
     config.optimizer.schedule = "constant"
     data = build_datasets(config.data)
-    model = build_model(config.model, config.pointrend, data.num_classes)
-    tx, schedule = train_lib.make_optimizer(config.optimizer, 30)
-    mesh = train_lib.make_mesh(config.mesh)
-    state = train_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh, config.mesh)
-    step = train_lib.jit_train_step(train_lib.make_train_step(model, tx, schedule, config.loss),
-                                    state, mesh)
+    model = TASK.build_model(config, data.num_classes)
+    tx, schedule = optimizer_lib.make_optimizer(config.optimizer, 30)
+    mesh = state_lib.make_mesh(config.mesh)
+    state = state_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh, config.mesh)
+    step = jit_train_step(make_train_step(TASK.loss_fn(model, config), tx, schedule), state, mesh)
     batch = {"image": np.stack([data.train[i]["image"][:64, :64] for i in range(4)]),
              "label": np.stack([data.train[i]["label"][:64, :64] for i in range(4)])}
     losses = []
     for _ in range(30):
-        state, m = step(state, train_lib.global_batch(batch, mesh), jax.random.key(1))
+        state, m = step(state, state_lib.global_batch(batch, mesh), jax.random.key(1))
         losses.append(float(m["loss"]))
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
 
@@ -138,7 +136,7 @@ def test_loss_goes_down_on_a_tiny_run(tfds_dir):
 def test_model_output_shapes(enabled, np_rng):
     config = runlocal_config("unused")
     config.pointrend.enabled = enabled
-    model = build_model(config.model, config.pointrend, 3)
+    model = TASK.build_model(config, 3)
     images = jnp.asarray(np_rng.integers(0, 256, size=(2, 64, 96, 3)), jnp.uint8)
     variables = model.init({"params": jax.random.key(0), "points": jax.random.key(1)}, images)
     out = model.apply(variables, images, train=False, rngs={"points": jax.random.key(2)})
@@ -209,11 +207,11 @@ def test_pretrained_backbone_is_loaded_into_the_train_state_and_checked(tmp_path
     path = str(tmp_path / "r18.npz")
     save_backbone(path, weights, backbone_meta(module, "torchvision", "test"))
     config.model.backbone.pretrained = path
-    model = build_model(config.model, config.pointrend, 5)
-    tx, _ = train_lib.make_optimizer(config.optimizer, 10)
-    mesh = train_lib.make_mesh(config.mesh)
-    state = train_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh, config.mesh)
-    loaded = train_lib.with_pretrained_backbone(state, config.model)
+    model = TASK.build_model(config, 5)
+    tx, _ = optimizer_lib.make_optimizer(config.optimizer, 10)
+    mesh = state_lib.make_mesh(config.mesh)
+    state = state_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh, config.mesh)
+    loaded = state_lib.with_pretrained_backbone(state, config.model)
     conv = weights["params"]["layer3_1"]["conv2"]["kernel"]
     np.testing.assert_array_equal(loaded.params["net"]["backbone"]["layer3_1"]["conv2"]["kernel"], conv)
     np.testing.assert_array_equal(loaded.batch_stats["net"]["backbone"]["bn1"]["var"],
@@ -223,11 +221,11 @@ def test_pretrained_backbone_is_loaded_into_the_train_state_and_checked(tmp_path
                                   state.params["point_head"]["fc1"]["kernel"])
     config.model.backbone.width = 16
     with pytest.raises(ValueError, match=r"width=8; set --config.model.backbone.width=8"):
-        train_lib.with_pretrained_backbone(state, config.model)
+        state_lib.with_pretrained_backbone(state, config.model)
     config.model.backbone.width = 8
     config.model.backbone.pretrained = str(tmp_path / "missing.npz")
     with pytest.raises(FileNotFoundError, match="missing.npz: no such file"):
-        train_lib.with_pretrained_backbone(state, config.model)
+        state_lib.with_pretrained_backbone(state, config.model)
 
 
 def test_upsample_coarse_first_starts_at_the_fine_scale_with_fewer_steps(np_rng):
@@ -236,7 +234,7 @@ def test_upsample_coarse_first_starts_at_the_fine_scale_with_fewer_steps(np_rng)
     out = {}
     for trick in (False, True):
         config.pointrend.upsample_coarse_first = trick
-        model = build_model(config.model, config.pointrend, 3)
+        model = TASK.build_model(config, 3)
         variables = model.init({"params": jax.random.key(0), "points": jax.random.key(1)}, images)
         out[trick] = model.apply(variables, images, method=model.predict)
     # 4x4 coarse: 4 steps (8, 16, 32, 64); upsampled to 16x16 first: 2 steps (32, 64).
@@ -247,21 +245,20 @@ def test_upsample_coarse_first_starts_at_the_fine_scale_with_fewer_steps(np_rng)
 
 def test_freeze_at_keeps_stem_and_res2_fixed(tfds_dir, np_rng):
     config = runlocal_config(tfds_dir)
-    model = build_model(config.model, config.pointrend, 5)
-    tx, schedule = train_lib.make_optimizer(config.optimizer, 10, freeze_at=2)
-    mesh = train_lib.make_mesh(config.mesh)
-    state = train_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh, config.mesh)
+    model = TASK.build_model(config, 5)
+    tx, schedule = optimizer_lib.make_optimizer(config.optimizer, 10, freeze_at=2)
+    mesh = state_lib.make_mesh(config.mesh)
+    state = state_lib.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh, config.mesh)
     before = jax.device_get(state.params["net"]["backbone"])
-    step = train_lib.jit_train_step(train_lib.make_train_step(model, tx, schedule, config.loss),
-                                    state, mesh)
+    step = jit_train_step(make_train_step(TASK.loss_fn(model, config), tx, schedule), state, mesh)
     batch = {"image": np_rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
              "label": np_rng.integers(0, 5, (4, 64, 64), dtype=np.uint8)}
     for _ in range(3):
-        state, _ = step(state, train_lib.global_batch(batch, mesh), jax.random.key(1))
+        state, _ = step(state, state_lib.global_batch(batch, mesh), jax.random.key(1))
     after = jax.device_get(state.params["net"]["backbone"])
     for name in ("conv1", "bn1", "layer1_0", "layer1_1"):
         for a, b in zip(jax.tree.leaves(before[name]), jax.tree.leaves(after[name])):
             np.testing.assert_array_equal(a, b)
     assert not np.array_equal(before["layer2_0"]["conv1"]["kernel"], after["layer2_0"]["conv1"]["kernel"])
     with pytest.raises(ValueError, match="freeze_at=3 is not one of"):
-        train_lib.make_optimizer(config.optimizer, 10, freeze_at=3)
+        optimizer_lib.make_optimizer(config.optimizer, 10, freeze_at=3)

@@ -1,6 +1,6 @@
 """Plain-torch re-statements of detectron2's PointRend pieces, used as test oracles.
 
-Written from the definitions in ../shared/DESIGN.md; NCHW / (N, C, P) like detectron2.
+Written from the method's definitions (docs/design.md, section 1); NCHW / (N, C, P) like detectron2.
 """
 import numpy as np
 import torch
