@@ -71,6 +71,7 @@ def test_synthetic_eval_writes_coco_metrics_examples_and_predictions(synthetic_r
     with open(os.path.join(workdir, "eval", "predictions.json")) as f:
         predictions = json.load(f)
     sizes = {img["id"]: (img["height"], img["width"]) for img in val.coco_gt().dataset["images"]}
+    assert predictions, "eval wrote no detections: the checks below would check nothing"
     for det in predictions:
         assert det["image_id"] in sizes and det["category_id"] in val.category_ids
         assert 0.0 <= det["score"] <= 1.0 and len(det["bbox"]) == 4
@@ -86,6 +87,7 @@ def test_load_predict_returns_what_eval_wrote(synthetic_run, np_rng):
     example = val[0]
     out = predictor.predict(example["image"], return_coarse=True, return_points=True)
     d = len(out["scores"])
+    assert d > 0, "no detections on the val image: the checks below would check nothing"
     assert out["boxes"].shape == (d, 4) and out["classes"].shape == (d,)
     assert out["masks"].shape == (d, 64, 64) and out["masks"].dtype == bool
     assert out["coarse_masks"].shape == (d, 64, 64)
@@ -126,6 +128,7 @@ def test_export_of_an_instance_run_equals_predict(synthetic_run, tmp_path, np_rn
     predictor = pointrend_jax.load(workdir)
     want = jax.device_get(make_instance_predict_fn(predictor.model)(
         predictor.variables, images, np.tile(np.asarray([[64, 64]], np.int32), (3, 1))))
+    assert want["valid"].any(), "no detections: the comparison below would compare padding"
     with open(os.path.join(out, "model.jax_exported"), "rb") as f:
         got = jax.device_get(jax.export.deserialize(f.read()).call(images))
 
