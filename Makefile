@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/synthetic_multiclass
+# pytest processes (pytest-xdist; each test file runs whole in one of them): XLA compiles on
+# one core, so two keep both cores of a 2-core machine busy.
+TEST_WORKERS ?= 2
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 
 .PHONY: setup test train bench clean
@@ -18,7 +21,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 test: setup
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 train: setup
 	$(PY) train.py --config configs/synthetic_multiclass.py --workdir $(WORKDIR)

@@ -127,8 +127,7 @@ def _box_iou(a, b):
 def compare(out: str, tasks) -> None:
     import pointrend_jax
 
-    configs = {"semantic": ("configs/cityscapes_semfpn_r101.py",
-                            ["--config.pointrend.coarse_pred_each_layer=False"]),
+    configs = {"semantic": ("configs/cityscapes_semfpn_r101.py", []),
                "instance": ("configs/coco_pointrend_r50_fpn.py", [])}
     for name, (config, overrides) in configs.items():
         if name not in tasks:

@@ -14,8 +14,9 @@ Recipe: the data, augmentation and schedule of detectron2's PointRend Cityscapes
 colour, SGD 0.01 with steps at 40k/55k of 65k, 1000 warm-up iterations), with a DeepLabV3
 head: ASPP (256 channels, BatchNorm with batch statistics over the global batch, i.e.
 SyncBN, dropout 0.1) on res5 of a dilated ResNet-101 (frozen BN, MSRA weights). ASPP
-dilations (12, 24, 36), DeepLabV3's rates doubled for output stride 8. The stem and res2
-stay fixed (FREEZE_AT=2). Known difference: detectron2's own DeepLabV3 project uses a deep-stem "R-103" and a poly schedule.
+dilations (12, 24, 36), DeepLabV3's rates doubled for output stride 8. Nothing is frozen
+and the point head sees the coarse logits at its input only, as in that recipe (FREEZE_AT 0,
+COARSE_PRED_EACH_LAYER False). Known difference: detectron2's own DeepLabV3 project uses a deep-stem "R-103" and a poly schedule.
 
 PointRend reads res2 (stride 4) as fine features; coarse logits at stride 8 (128x256 for a
 1024x2048 image); inference: 3 subdivision steps of 8192 points, 128x256 -> 1024x2048.
@@ -62,7 +63,7 @@ def get_config(arg: str = ""):
     c.model.backbone.output_stride = 8
     c.model.aspp_dilations = (12, 24, 36)  # DeepLabV3's rates doubled at output stride 8
     c.model.backbone.stride_in_1x1 = True  # MSRA / caffe2 weights
-    c.model.backbone.freeze_at = 2  # stem and res2 stay fixed, as detectron2's FREEZE_AT=2
+    c.model.backbone.freeze_at = 0  # nothing frozen, as detectron2's semantic recipe
     c.model.pixel_mean = DETECTRON2_PIXEL_MEAN
     c.model.pixel_std = DETECTRON2_PIXEL_STD
     c.model.head_channels = 256  # ASPP channels
@@ -74,7 +75,7 @@ def get_config(arg: str = ""):
     c.pointrend.fine_features = ("res2",)
     c.pointrend.num_fc = 3
     c.pointrend.fc_dim = 256
-    c.pointrend.coarse_pred_each_layer = True
+    c.pointrend.coarse_pred_each_layer = False  # as detectron2's semantic recipe
     c.pointrend.train_num_points = 2048  # N
     c.pointrend.oversample_ratio = 3.0  # k
     c.pointrend.importance_sample_ratio = 0.75  # beta

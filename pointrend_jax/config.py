@@ -17,6 +17,7 @@ from etils import epath
 from ml_collections import config_dict
 
 from pointrend_jax.models.layers import IMAGENET_MEAN, IMAGENET_STD
+from pointrend_jax.point_ops import check_recall_target
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -55,6 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.backbone.freeze_at = 0  # 1: stem fixed, 2: stem and res2 fixed (detectron2: 2)
     # converted ImageNet weights (python -m pointrend_jax.convert SRC DST): DST, or None
     c.model.backbone.pretrained = config_dict.placeholder(str)
+    # recompute each ResNet block's activations in the backward pass (less memory, more compute)
+    c.model.backbone.remat = False
     c.model.fpn_channels = 256  # FPN output channels
     c.model.pixel_mean = IMAGENET_MEAN  # RGB mean subtracted from 0..255 pixels
     c.model.pixel_std = IMAGENET_STD  # RGB std the pixels are divided by
@@ -71,6 +74,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.pointrend.importance_sample_ratio = 0.75  # beta: share of points at the most uncertain
     c.pointrend.subdivision_steps = 2  # inference: upsampling x2 steps
     c.pointrend.subdivision_num_points = 8192  # inference: points re-predicted per step
+    # inference: recall target of picking those points (1.0: exact lax.top_k; below 1:
+    # lax.approx_max_k, faster on TPU, exact on CPU/GPU)
+    c.pointrend.subdivision_recall = 1.0
 
     c.loss = ml_collections.ConfigDict()  # loss weights; each task names its own
 
@@ -176,6 +182,7 @@ def validate_shared(config: ml_collections.ConfigDict) -> None:
     choice("model.backbone.depth", config.model.backbone.depth, (18, 34, 50, 101, 152))
     choice("model.backbone.norm", config.model.backbone.norm, ("frozen_bn", "bn", "gn"))
     choice("model.backbone.freeze_at", config.model.backbone.freeze_at, (0, 1, 2))
+    choice("model.backbone.remat", config.model.backbone.remat, (False, True))
     _check_grouping(config.model.backbone)
     choice("pointrend.activation", config.pointrend.activation, ("relu", "elu"))
     choice("optimizer.name", config.optimizer.name, ("sgd", "adamw"))
@@ -190,6 +197,7 @@ def validate_shared(config: ml_collections.ConfigDict) -> None:
         "eval.size_divisor": config.eval.size_divisor,
     })
     check_fraction("pointrend.importance_sample_ratio", config.pointrend.importance_sample_ratio)
+    check_recall_target(config.pointrend.subdivision_recall, "--config.pointrend.subdivision_recall")
     for key in ("weight_decay", "weight_decay_bias"):
         if config.optimizer[key] < 0:
             raise ValueError(f"--config.optimizer.{key} must be >= 0; got {config.optimizer[key]}")

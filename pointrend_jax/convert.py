@@ -11,8 +11,8 @@ The depth is read off the weights unless ``--depth`` is given (then it is checke
 written by :func:`pointrend_jax.backbones.save_backbone` and read at train time with numpy
 alone. torch is needed for ``.pth`` files only, and imported only then.
 
-A whole trained detectron2 model (PointRend, semantic or instance, or a Mask R-CNN baseline)
-becomes a run directory instead (`pointrend_jax.detectron2_models`):
+A whole trained detectron2 model (PointRend, semantic or instance, Implicit PointRend, or a
+Mask R-CNN baseline) becomes a run directory instead (`pointrend_jax.detectron2_models`):
 
     python -m pointrend_jax.convert MODEL --config CONFIG --workdir OUT [--class-names FILE]
         [--input-format BGR|RGB] [--config.KEY=VALUE ...]

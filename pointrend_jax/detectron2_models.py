@@ -6,8 +6,9 @@ out that `eval.py`, `pointrend_jax.load(workdir)` and `python -m pointrend_jax.e
 MODEL is a detectron2 checkpoint of
 - a semantic PointRend (SemanticSegmentor: ResNet + FPN + SemSegFPNHead + PointRendSemSegHead)
   for a semantic config (`model.head="semantic_fpn"`), or
-- an instance model (GeneralizedRCNN: ResNet + FPN + RPN + box head + PointRendMaskHead, or
-  the MaskRCNNConvUpsampleHead of the Mask R-CNN baselines) for an instance config,
+- an instance model (GeneralizedRCNN: ResNet + FPN + RPN + box head + PointRendMaskHead,
+  the MaskRCNNConvUpsampleHead of the Mask R-CNN baselines, or Implicit PointRend's
+  ImplicitPointRendMaskHead) for an instance config,
 as the model zoo's `.pkl` (a pickle of `{"model": {name: ndarray}, "__author__": ...}`) or the
 `.pth` detectron2's training writes (`{"model": state_dict, "iteration": N, ...}`, read with
 torch). CONFIG must describe detectron2's model exactly (widths, depths, norms, heads); every
@@ -22,7 +23,9 @@ How detectron2's layouts become ours (channels-last, `(in, out)` dense kernels):
 - the first FC of the box head and of the coarse mask head read features detectron2 flattens
   as (C, H, W), ours as (H, W, C): their input rows are permuted;
 - the coarse mask head predicts class-major (K, side, side) logits, ours (side, side, K): its
-  prediction's output rows are permuted;
+  prediction's output rows are permuted; Implicit PointRend's parameter head (the same
+  ConvFCHead) predicts the MLP parameters in detectron2's own order, kept as they are, and
+  its point head's `positional_encoding_gaussian_matrix` buffer (2, 128) is copied;
 - the transposed 2x2 conv of the 28x28 head (I, O, 2, 2) -> (I, 2, 2, O);
 - the RPN's objectness (A per location) and anchor-major deltas (A x 4), the box predictor's
   class-specific deltas (K x 4) and its background-last cls_score (K + 1) are already laid
@@ -129,8 +132,8 @@ def _natural(path: Sequence[str]) -> tuple:
 
 # Parts of the models in the order an input goes through them: a mismatch is reported at the
 # first layer it reaches, where a config change (a width, a depth) shows first.
-_FLOW = ("net", "backbone", "fpn", "sem_seg_head", "point_head", "rpn_head", "box_head",
-         "mask_head", "coarse_head")
+_FLOW = ("net", "backbone", "fpn", "sem_seg_head", "parameter_head", "point_head", "rpn_head",
+         "box_head", "mask_head", "coarse_head")
 
 
 def _input_first(path: LeafPath) -> tuple:
@@ -295,14 +298,18 @@ class _Mapping:
         name, rest = modules[0], modules[1:]
         prefix = "roi_heads.mask_head"
         roi = self.config.model.roi_heads
+        if name == "point_head" and not rest:  # Implicit PointRend's fixed Gaussian matrix
+            return f"{prefix}.point_head.{leaf}", _same, _same_shape
         if name == "point_head":
             return _point_head_source(f"{prefix}.point_head", rest, leaf)
-        if name == "coarse_head":
+        if name in ("coarse_head", "parameter_head"):
             layer = rest[0]
-            key = f"{prefix}.coarse_head.{layer.replace('coarse_mask_fc', 'fc')}"
+            key = f"{prefix}.{name}.{layer.replace('coarse_mask_fc', 'fc')}"
             if layer == "coarse_mask_fc1":  # over the (C, pooler / 2, pooler / 2) conv output
                 return _leaf_source(key, leaf, (
                     _chw_rows(int(roi.coarse_mask_pooler_side) // 2), _dense_shape))
+            if layer == "prediction" and name == "parameter_head":  # a flat vector
+                return _leaf_source(key, leaf, (_dense, _dense_shape))
             if layer == "prediction":  # class-major (M, side, side) outputs
                 rows = _class_major_rows(int(roi.coarse_mask_side))
                 if leaf == "kernel":
@@ -355,6 +362,20 @@ _HINTS = (
      "/ CONV_DIM / IN_FEATURES)"),
     (r"^roi_heads\.mask_head\.predictor\.", "model.roi_heads.cls_agnostic_mask "
      "(CLS_AGNOSTIC_MASK)"),
+    (r"^roi_heads\.mask_head\.parameter_head\.prediction\.", "the size of the MLP whose "
+     "parameters it predicts: the number of classes (--class-names), "
+     "model.roi_heads.cls_agnostic_mask, pointrend.num_fc / fc_dim / fine_features, "
+     "model.implicit_pointrend.image_feature_enabled / pos_enc_enabled (CLS_AGNOSTIC_MASK, "
+     "POINT_HEAD.NUM_FC / FC_DIM / IN_FEATURES, IMPLICIT_POINTREND.IMAGE_FEATURE_ENABLED / "
+     "POS_ENC_ENABLED)"),
+    (r"^roi_heads\.mask_head\.parameter_head\.fc1\.", "model.roi_heads.coarse_mask_pooler_side "
+     "/ mask_conv_dim / coarse_mask_fc_dim (ROI_MASK_HEAD.POOLER_RESOLUTION / CONV_DIM / "
+     "FC_DIM)"),
+    (r"^roi_heads\.mask_head\.parameter_head\.", "model.roi_heads.coarse_mask_num_fc / "
+     "coarse_mask_fc_dim / mask_conv_dim / coarse_mask_features (ROI_MASK_HEAD.NUM_FC / FC_DIM "
+     "/ CONV_DIM / IN_FEATURES)"),
+    (r"^roi_heads\.mask_head\.point_head\.positional_encoding_gaussian_matrix$",
+     "model.implicit_pointrend.pos_enc_enabled (IMPLICIT_POINTREND.POS_ENC_ENABLED)"),
     (r"^roi_heads\.mask_head\.", "model.mask_head / model.roi_heads.mask_conv_dim"),
 )
 
@@ -367,19 +388,35 @@ def config_hint(key: str) -> str:
     return "the model's architecture (is this a PointRend or Mask R-CNN checkpoint?)"
 
 
+_GAUSSIAN = "positional_encoding_gaussian_matrix"  # ImplicitPointHead's fixed buffer
+# (model.mask_head, a tensor only that head has, detectron2's head)
+_MASK_HEAD_KINDS = (
+    ("maskrcnn", "roi_heads.mask_head.mask_fcn1.weight",
+     "MaskRCNNConvUpsampleHead (roi_heads.mask_head.mask_fcn1 ...)"),
+    ("pointrend", "roi_heads.mask_head.point_head.fc1.weight",
+     "PointRendMaskHead (roi_heads.mask_head.point_head ...)"),
+    ("implicit_pointrend", "roi_heads.mask_head.parameter_head.prediction.weight",
+     "ImplicitPointRendMaskHead (roi_heads.mask_head.parameter_head ...)"),
+)
+
+
 def _structure_errors(task: str, config, weights: Mapping[str, np.ndarray]) -> List[str]:
     """The differences between checkpoint and config that explain many tensors at once, each
     naming the config key to set: mask head kind, depth, semantic coarse head."""
     errors = []
     if task == "instance":
-        kind = ("maskrcnn" if "roi_heads.mask_head.mask_fcn1.weight" in weights else
-                "pointrend" if "roi_heads.mask_head.point_head.fc1.weight" in weights else None)
-        if kind and kind != config.model.mask_head:
-            head = {"maskrcnn": "MaskRCNNConvUpsampleHead (roi_heads.mask_head.mask_fcn1 ...)",
-                    "pointrend": "PointRendMaskHead (roi_heads.mask_head.point_head ...)"}[kind]
+        kinds = [(kind, head) for kind, key, head in _MASK_HEAD_KINDS if key in weights]
+        if kinds and kinds[0][0] != config.model.mask_head:
+            kind, head = kinds[0]
             errors.append(f"the checkpoint's mask head is detectron2's {head}: set "
                           f"--config.model.mask_head={kind} (the config has "
                           f"{config.model.mask_head!r})")
+        elif kinds and kinds[0][0] == "implicit_pointrend":
+            encoded = f"roi_heads.mask_head.point_head.{_GAUSSIAN}" in weights
+            if encoded != config.model.implicit_pointrend.pos_enc_enabled:
+                errors.append(f"the checkpoint's ImplicitPointHead has {'a' if encoded else 'no'} "
+                              f"{_GAUSSIAN}: set --config.model.implicit_pointrend."
+                              f"pos_enc_enabled={encoded} (IMPLICIT_POINTREND.POS_ENC_ENABLED)")
     elif config.model.head != "semantic_fpn":
         errors.append(f"detectron2's semantic PointRend has a SemSegFPNHead coarse head: set "
                       f"--config.model.head=semantic_fpn (the config has {config.model.head!r})")

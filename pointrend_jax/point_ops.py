@@ -223,20 +223,38 @@ def sample_training_points(
     return jax.lax.stop_gradient(jnp.concatenate([chosen, fresh], axis=1))
 
 
+def check_recall_target(recall_target, name: str = "recall_target") -> None:
+    """ValueError naming `name` unless `recall_target` is a number in (0, 1]."""
+    if isinstance(recall_target, bool) or not isinstance(recall_target, (int, float, np.floating)):
+        raise ValueError(f"{name} must be a number in (0, 1]; got {recall_target!r}")
+    if not 0.0 < recall_target <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1] (1 = exact top-k); got {recall_target}")
+
+
 def uncertain_grid_points(
-    uncertainty: jax.Array, num_points: int
+    uncertainty: jax.Array, num_points: int, *, recall_target: float = 1.0
 ) -> Tuple[jax.Array, jax.Array]:
     """The most uncertain cells of a grid.
 
     `uncertainty (N, H, W)` -> `(indices (N, P) int32, coords (N, P, 2))` with
     `P = min(num_points, H * W)`; indices are row-major into the `H * W` grid, sorted by
     decreasing uncertainty, and coords are the cells' centres `(x, y)` in `[0, 1]`.
+
+    `recall_target < 1` selects with `lax.approx_max_k` (aggregated to the top P, so the
+    result is still P distinct cells sorted by decreasing uncertainty): on TPU the expected
+    share of the exact top P among them is at least `recall_target`; XLA:CPU and GPU run it
+    as the exact top-k. 1 is `lax.top_k`.
     """
     _check_map("uncertainty", uncertainty, rank=3)
     _check_points_arg(num_points)
+    check_recall_target(recall_target)
     n, h, w = np.shape(uncertainty)
     p = min(num_points, h * w)
-    _, indices = jax.lax.top_k(jnp.reshape(uncertainty, (n, h * w)), p)
+    flat = jnp.reshape(uncertainty, (n, h * w))
+    if recall_target < 1.0:
+        _, indices = jax.lax.approx_max_k(flat, p, recall_target=float(recall_target))
+    else:
+        _, indices = jax.lax.top_k(flat, p)
     indices = indices.astype(jnp.int32)
     x = ((indices % w).astype(jnp.float32) + 0.5) / w
     y = ((indices // w).astype(jnp.float32) + 0.5) / h

@@ -14,6 +14,7 @@ from pointrend_jax.point_ops import (
     _check_map,
     _check_points_arg,
     calculate_uncertainty,
+    check_recall_target,
     point_sample,
     uncertain_grid_points,
     upsample_bilinear,
@@ -49,6 +50,7 @@ def subdivision_inference(
     *,
     num_steps: int,
     num_points: int,
+    recall_target: float = 1.0,
     return_points: bool = False,
 ) -> Union[jax.Array, Tuple[jax.Array, List[jax.Array]]]:
     """detectron2's semantic subdivision loop, with static shapes throughout.
@@ -59,7 +61,8 @@ def subdivision_inference(
     (`(N, Hf, Wf, C)` or a sequence of such maps, concatenated in order) and the
     *original* coarse logits at their centres; run
     `point_head_fn(fine (N, P, C), coarse (N, P, K)) -> (N, P, K)`; write its logits
-    into those cells.
+    into those cells. `recall_target < 1` picks the cells with approximate top-k
+    (`point_ops.uncertain_grid_points`).
 
     Pure and traceable: call it inside `jax.jit` (the head's parameters should be jit
     arguments, not closed-over constants). With `return_points=True` it also returns the
@@ -69,9 +72,9 @@ def subdivision_inference(
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 0:
         raise ValueError(f"num_steps must be an int >= 0; got {num_steps!r}")
     _check_points_arg(num_points)
+    check_recall_target(recall_target)
     n, _, _, k = np.shape(coarse_logits)
     maps = _as_feature_list(fine_features, n)
-
 
     def predict_at(coords):
         point_logits = point_head_fn(sample_fine_features(maps, coords),
@@ -83,21 +86,24 @@ def subdivision_inference(
         return point_logits
 
     logits, chosen = subdivide(coarse_logits, predict_at, num_steps=num_steps,
-                               num_points=num_points)
+                               num_points=num_points, recall_target=recall_target)
     return (logits, chosen) if return_points else logits
 
 
 def subdivide(logits: jax.Array, predict_at: Callable[[jax.Array], jax.Array], *,
-              num_steps: int, num_points: int) -> Tuple[jax.Array, List[jax.Array]]:
+              num_steps: int, num_points: int, recall_target: float = 1.0
+              ) -> Tuple[jax.Array, List[jax.Array]]:
     """The subdivision loop both tasks run: `num_steps` times, upsample `logits (B, h, w, K)`
     2x (bilinear, align_corners=False), pick the `min(num_points, cells)` most uncertain
-    cells (`calculate_uncertainty`), and overwrite them with `predict_at(centres (B, P, 2))
+    cells (`calculate_uncertainty`; approximate top-k with `recall_target < 1`, see
+    `uncertain_grid_points`), and overwrite them with `predict_at(centres (B, P, 2))
     -> (B, P, K)`. Returns the `(B, h * 2^s, w * 2^s, K)` logits and each step's centres."""
     chosen = []
     for _ in range(num_steps):
         logits = upsample_bilinear(logits, 2)
         b, h, w, k = logits.shape
-        indices, coords = uncertain_grid_points(calculate_uncertainty(logits), num_points)
+        indices, coords = uncertain_grid_points(calculate_uncertainty(logits), num_points,
+                                                recall_target=recall_target)
         flat = jnp.reshape(logits, (b, h * w, k))
         values = predict_at(coords).astype(flat.dtype)
         flat = jax.vmap(lambda f, i, v: f.at[i].set(v))(flat, indices, values)

@@ -21,6 +21,7 @@ jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 SEED = int(os.environ.get("POINTREND_TEST_SEED", random.SystemRandom().randrange(2**31)))
+os.environ["POINTREND_TEST_SEED"] = str(SEED)  # pytest-xdist's workers draw the same seed
 
 
 def pytest_report_header(config):

@@ -1,13 +1,15 @@
-"""detectron2's PointRend and Mask R-CNN models re-stated in plain torch, as test oracles.
+"""detectron2's PointRend, Implicit PointRend and Mask R-CNN models re-stated in plain torch,
+as test oracles.
 
 Written from detectron2's source (detectron2/modeling: backbone/resnet.py, backbone/fpn.py,
 meta_arch/semantic_seg.py, proposal_generator/rpn.py + proposal_utils.py, anchor_generator.py,
 box_regression.py, poolers.py, roi_heads/{box_head,fast_rcnn,mask_head}.py, postprocessing.py;
 projects/PointRend/point_rend/{point_features,point_head,mask_head,semantic_seg}.py), NCHW,
-inference only, one image at a time. Every module has detectron2's name, so `state_dict()` has
-the keys of a real detectron2 checkpoint (`backbone.bottom_up.res2.0.conv1.norm.weight`,
-`roi_heads.mask_head.point_head.fc1.weight`, ...). torchvision's ops (ROIAlign, NMS) are
-re-stated too: the project's environment has no torchvision.
+inference only (Implicit PointRend's mask head also its losses), one image at a time. Every
+module has detectron2's name, so `state_dict()` has the keys of a real detectron2 checkpoint
+(`backbone.bottom_up.res2.0.conv1.norm.weight`, `roi_heads.mask_head.point_head.fc1.weight`,
+...). torchvision's ops (ROIAlign, NMS) are re-stated too: the project's environment has no
+torchvision.
 
 Sizes are free, so the tests build these models at tiny widths.
 """
@@ -652,6 +654,146 @@ class MaskRCNNConvUpsampleHead(nn.Module):
             x = conv(x)
         logits = self.predictor(F.relu(self.deconv(x)))
         return mask_probs(logits, classes), logits
+
+
+# ------------------------------------------------------------------------------ Implicit PointRend
+def point_coords_wrt_image(boxes, coords):
+    """get_point_coords_wrt_image: box-relative coords (R, P, 2) of boxes (R, 4) -> pixels."""
+    return boxes[:, None, :2] + coords * (boxes[:, None, 2:] - boxes[:, None, :2])
+
+
+def sample_point_labels(masks, coords_wrt_image):
+    """point_features.sample_point_labels for one image: the 0/1 ground-truth masks (R, H, W)
+    of each region's instance, bilinear at image-pixel coords (R, P, 2) -> (R, P)."""
+    h, w = masks.shape[-2:]
+    scale = torch.tensor([w, h], dtype=coords_wrt_image.dtype)
+    return point_sample(masks[:, None].to(coords_wrt_image.dtype), coords_wrt_image / scale)[:, 0]
+
+
+def roi_mask_point_loss(mask_logits, gt_classes, point_labels):
+    """point_head.roi_mask_point_loss: mask_logits (R, M, P) at each region's ground-truth
+    class (its one channel if M = 1), labels (R, P) (-1 ignored, counted in the mean)."""
+    if mask_logits.shape[1] == 1:
+        logits = mask_logits[:, 0]
+    else:
+        logits = mask_logits[torch.arange(len(gt_classes)), gt_classes]
+    ignores = point_labels == -1
+    return F.binary_cross_entropy_with_logits(logits, point_labels.to(logits.dtype),
+                                              weight=(~ignores).to(logits.dtype),
+                                              reduction="mean")
+
+
+class ImplicitPointHead(nn.Module):
+    """point_head.py's ImplicitPointHead: an MLP of num_fc + 1 layers (ReLU between them)
+    whose weights and biases are an input, one set per region; buffer
+    positional_encoding_gaussian_matrix (2, 128)."""
+
+    def __init__(self, in_channels, num_classes, fc_dim, num_fc, image_feature_enabled=True,
+                 pos_enc_enabled=True, cls_agnostic_mask=False):
+        super().__init__()
+        self.num_layers = num_fc + 1
+        self.channels = fc_dim
+        self.image_feature_enabled = image_feature_enabled
+        self.positional_encoding_enabled = pos_enc_enabled
+        self.num_classes = 1 if cls_agnostic_mask else num_classes
+        self.in_channels = in_channels if image_feature_enabled else 0
+        if pos_enc_enabled:
+            self.in_channels += 256
+            self.register_buffer("positional_encoding_gaussian_matrix", torch.randn((2, 128)))
+        assert self.in_channels > 0 and self.num_layers >= 2
+        outs = [self.channels] * (self.num_layers - 1) + [self.num_classes]
+        ins = [self.in_channels] + [self.channels] * (self.num_layers - 1)
+        self.num_weight_params = [o * i for o, i in zip(outs, ins)]
+        self.num_bias_params = outs
+        self.shapes = list(zip(outs, ins))
+        self.num_params = sum(self.num_weight_params) + sum(self.num_bias_params)
+
+    def encode(self, coords):
+        """The positional encoding of box-relative coords (R, P, 2) -> (R, 256, P)."""
+        r, p, _ = coords.shape
+        locations = 2 * coords.reshape(r * p, 2) - 1
+        locations = 2 * np.pi * (locations @ self.positional_encoding_gaussian_matrix)
+        locations = torch.cat([torch.sin(locations), torch.cos(locations)], dim=1)
+        return locations.reshape(r, p, 256).permute(0, 2, 1)
+
+    def forward(self, fine, coords, params):
+        """fine (R, C, P), coords (R, P, 2), params (R, num_params) -> logits (R, M, P)."""
+        r, p = coords.shape[:2]
+        x = fine
+        if self.positional_encoding_enabled:
+            x = self.encode(coords) if not self.image_feature_enabled else \
+                torch.cat([self.encode(coords), fine], dim=1)
+        pieces = torch.split(params, self.num_weight_params + self.num_bias_params, dim=1)
+        weights = [w.reshape(r, o, i) for w, (o, i) in zip(pieces[:self.num_layers], self.shapes)]
+        biases = [b.reshape(r, o, 1) for b, (o, _) in zip(pieces[self.num_layers:], self.shapes)]
+        for k, (w, b) in enumerate(zip(weights, biases)):  # _dynamic_mlp
+            x = torch.einsum("nck,ndc->ndk", x, w) + b
+            if k < self.num_layers - 1:
+                x = F.relu(x)
+        return x.reshape(r, self.num_classes, p)
+
+
+class ImplicitPointRendMaskHead(nn.Module):
+    """mask_head.py's ImplicitPointRendMaskHead on p2: the parameter head (a ConvFCHead of
+    output shape (num_params,)) on a `pooler` regular grid, the point head's MLP, training on
+    given points (detectron2 draws them with torch.rand), and subdivision inference from a
+    sqrt(num_points) grid (no steps skipped)."""
+
+    def __init__(self, channels, num_classes, conv_dim, fc_dim, num_fc, pooler, point_fc_dim,
+                 point_num_fc, steps, num_points, regularizer, image_feature_enabled=True,
+                 pos_enc_enabled=True, cls_agnostic_mask=False):
+        super().__init__()
+        self.point_head = ImplicitPointHead(channels, num_classes, point_fc_dim, point_num_fc,
+                                            image_feature_enabled, pos_enc_enabled,
+                                            cls_agnostic_mask)
+        self.parameter_head = ConvFCHead(channels, conv_dim, fc_dim, num_fc,
+                                         self.point_head.num_params, 1, pooler)
+        self.pooler, self.steps, self.num_points = pooler, steps, num_points
+        self.regularizer = regularizer
+        self.init_resolution = int(math.sqrt(num_points))
+        assert self.init_resolution ** 2 == num_points
+
+    def predict_parameters(self, features, boxes):
+        grid = regular_grid(len(boxes), self.pooler, boxes.dtype)
+        pooled = fine_grained_features([features["p2"]], [4], boxes, grid)
+        return self.parameter_head(pooled.reshape(len(boxes), -1, self.pooler, self.pooler)
+                                   ).flatten(1)
+
+    def point_logits(self, features, boxes, coords, params):
+        fine = fine_grained_features([features["p2"]], [4], boxes, coords)
+        return self.point_head(fine, coords, params)
+
+    def losses(self, features, boxes, gt_classes, coords, point_labels):
+        """The training losses at box-relative coords (R, P, 2) with their labels (R, P)."""
+        params = self.predict_parameters(features, boxes)
+        logits = self.point_logits(features, boxes, coords, params)
+        return {"loss_l2": self.regularizer * (params ** 2).mean(),
+                "loss_mask_point": roi_mask_point_loss(logits, gt_classes, point_labels)}
+
+    def forward(self, features, boxes, classes):
+        """-> mask probabilities of each box's class (R, 1, S, S), the first grid's logits
+        (R, M, s, s)."""
+        params = self.predict_parameters(features, boxes)
+        logits = first = None
+        for _ in range(self.steps + 1):
+            if logits is None:
+                coords = regular_grid(len(boxes), self.init_resolution, boxes.dtype)
+            else:
+                logits = F.interpolate(logits, scale_factor=2, mode="bilinear",
+                                       align_corners=False)
+                indices, coords = uncertain_points_on_grid(mask_uncertainty(logits, classes),
+                                                           self.num_points)
+            point_logits = self.point_logits(features, boxes, coords, params)
+            if logits is None:
+                r, c, _ = point_logits.shape
+                logits = first = point_logits.reshape(r, c, self.init_resolution,
+                                                      self.init_resolution)
+            else:
+                r, c, h, w = logits.shape
+                logits = (logits.reshape(r, c, h * w)
+                          .scatter_(2, indices.unsqueeze(1).expand(-1, c, -1), point_logits)
+                          .view(r, c, h, w))
+        return mask_probs(logits, classes), first
 
 
 class ROIHeads(nn.Module):

@@ -217,3 +217,82 @@ def _write_sbd(root, rng, written, size):
     aug.update({ex[0]: ex for ex in written["train"]})
     return [aug[s] for s in sorted(aug)]
 
+
+
+# --------------------------------------------------------------------------------------
+# Cityscapes instances (gtFine instanceIds).
+# --------------------------------------------------------------------------------------
+
+# cityscapesScripts' labels with instances that are evaluated, in label-id order (the 8 classes)
+CITYSCAPES_THING_LABEL_IDS = {
+    "person": 24, "rider": 25, "car": 26, "truck": 27, "bus": 28, "train": 31,
+    "motorcycle": 32, "bicycle": 33,
+}
+CITYSCAPES_UNEVALUATED_THINGS = (29, 30)  # caravan, trailer: instances, not evaluated
+_STUFF_IDS = (0, 4, 7, 8, 11, 17, 21, 23)
+
+
+def write_cityscapes_instances(root, rng, *, num_train=3, num_val=2, size=(64, 128), cell=(16, 32)):
+    """DIR/leftImg8bit/{train,val,test}/CITY/*_leftImg8bit.png and
+    DIR/gtFine/{...}/CITY/*_gtFine_instanceIds.png (16-bit) as unzipped, plus the other gtFine
+    files of the zip as distractors.
+
+    Each ``cell`` of an image holds at most one drawn region (so regions never overlap),
+    of a random kind: "thing" (id label_id * 1000 + k, k from 0), "group" (the plain thing
+    label id: crowd), "unevaluated" (caravan/trailer instance ids), "thin" (a thing instance
+    one pixel wide) or nothing; the rest is stuff label ids. The first cell holds a thing,
+    except on train image 1, which has no thing at all (no non-crowd instance). Returns ``{split: [(stem, image, ids int32 (H, W), regions)]}``, ``regions`` a
+    list of ``{"kind", "label_id", "value", "mask" bool (H, W)}`` in drawing order.
+    """
+    root = pathlib.Path(root)
+    h, w = size
+    kinds = ("thing", "thing", "thing", "group", "unevaluated", "thin", "none")
+    written = {}
+    for split, count, cities in (("train", num_train, ("aachen", "bochum")),
+                                 ("val", num_val, ("frankfurt", "lindau")), ("test", 1, ("berlin",))):
+        written[split] = []
+        for i in range(count):
+            city = cities[i % len(cities)]
+            stem = f"{city}_{i:06d}_{19 + i:06d}"
+            image = _random_image(rng, size)
+            ids = _random_labels(rng, size, _STUFF_IDS).astype(np.int32)
+            regions, next_k = [], {}
+            for top in range(0, h - cell[0] + 1, cell[0]):
+                for left in range(0, w - cell[1] + 1, cell[1]):
+                    kind = str(rng.choice(kinds if split != "train" or i != 1 else kinds[3:]))
+                    if (split != "train" or i != 1) and top == 0 and left == 0:
+                        kind = "thing"
+                    if kind == "none":
+                        continue
+                    label_id = int(rng.choice(list(CITYSCAPES_THING_LABEL_IDS.values())))
+                    if kind == "unevaluated":
+                        label_id = int(rng.choice(CITYSCAPES_UNEVALUATED_THINGS))
+                    value = label_id
+                    if kind != "group":
+                        value = label_id * 1000 + next_k.get(label_id, 0)
+                        next_k[label_id] = next_k.get(label_id, 0) + 1
+                    mask = np.zeros(size, bool)
+                    if kind == "thin":
+                        y0, x = top + int(rng.integers(0, 4)), left + int(rng.integers(0, cell[1]))
+                        mask[y0:y0 + int(rng.integers(4, cell[0] - 3)), x] = True
+                    else:  # a rectangle of >= 10 x 12 = 120 pixels (cityscapesScripts: >= 100)
+                        rh, rw = int(rng.integers(10, cell[0] + 1)), int(rng.integers(12, cell[1] + 1))
+                        y0 = top + int(rng.integers(0, cell[0] - rh + 1))
+                        x0 = left + int(rng.integers(0, cell[1] - rw + 1))
+                        mask[y0:y0 + rh, x0:x0 + rw] = True
+                        if rng.random() < 0.5:  # a notch: not a box
+                            mask[y0, x0:x0 + rw // 2] = False
+                    ids[mask] = value
+                    regions.append({"kind": kind, "label_id": label_id, "value": value, "mask": mask})
+            _save_png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", image)
+            gt = root / "gtFine" / split / city
+            _save_png(gt / f"{stem}_gtFine_instanceIds.png", ids.astype(np.uint16))
+            # Distractors of the real zip, which the reader must ignore.
+            _save_png(gt / f"{stem}_gtFine_labelIds.png",
+                      np.where(ids >= 1000, ids // 1000, ids).astype(np.uint8))
+            _save_png(gt / f"{stem}_gtFine_color.png", image)
+            (gt / f"{stem}_gtFine_polygons.json").write_text("{}")
+            written[split].append((stem, image, ids, regions))
+    (root / "license.txt").write_text("fake")
+    del written["test"]
+    return written

@@ -249,10 +249,13 @@ def test_nms_edge_cases():
 # ----------------------------------------------------------------------------- ROIAlign
 
 
-def torch_roi_align(features, boxes, output_size, spatial_scale, sampling_ratio, aligned):
+def torch_roi_align(features, boxes, output_size, spatial_scale, sampling_ratio, aligned,
+                    cap=None):
     """torchvision's ROIAlign forward (roi_align_kernel.cpp) re-stated in float64: the
     bilinear weights are built by the same loops, the weighted sum is a torch product so
-    that autograd gives the features' gradient. features: float64 torch (N, H, W, C)."""
+    that autograd gives the features' gradient. features: float64 torch (N, H, W, C).
+    `sampling_ratio` 0 is torchvision's adaptive ceil(roi side / output_size) per side;
+    `cap` (not torchvision's) limits that count."""
     n, h, w, c = features.shape
     r = boxes.shape[1]
     o = output_size
@@ -288,14 +291,17 @@ def torch_roi_align(features, boxes, output_size, spatial_scale, sampling_ratio,
             if not aligned:
                 roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
             bin_h, bin_w = roi_h / o, roi_w / o
-            grid = sampling_ratio
-            count = max(grid * grid, 1)
+            grid_h = sampling_ratio or max(math.ceil(roi_h / o), 0)
+            grid_w = sampling_ratio or max(math.ceil(roi_w / o), 0)
+            if cap is not None:
+                grid_h, grid_w = min(grid_h, cap), min(grid_w, cap)
+            count = max(grid_h * grid_w, 1)
             for ph in range(o):
                 for pw in range(o):
-                    for iy in range(grid):
-                        y = start_h + ph * bin_h + (iy + 0.5) * bin_h / grid
-                        for ix in range(grid):
-                            x = start_w + pw * bin_w + (ix + 0.5) * bin_w / grid
+                    for iy in range(grid_h):
+                        y = start_h + ph * bin_h + (iy + 0.5) * bin_h / grid_h
+                        for ix in range(grid_w):
+                            x = start_w + pw * bin_w + (ix + 0.5) * bin_w / grid_w
                             for idx, wt in bilinear(y, x):
                                 weights[b, k, ph, pw, idx] += wt / count
     flat = features.reshape(n, h * w, c)
@@ -317,7 +323,7 @@ def roi_boxes(rng, n, r, h, w, stride):
 
 
 @pytest.mark.parametrize("aligned", [True, False])
-@pytest.mark.parametrize("sampling_ratio", [1, 2])
+@pytest.mark.parametrize("sampling_ratio", [0, 1, 2])
 def test_roi_align_equals_torchvision_restatement(np_rng, aligned, sampling_ratio):
     n, h, w, c, r, o, stride = 2, 9, 11, 3, 10, 3, 4
     feats = np_rng.normal(size=(n, h, w, c))
@@ -330,6 +336,29 @@ def test_roi_align_equals_torchvision_restatement(np_rng, aligned, sampling_rati
                            o, 1.0 / stride, sampling_ratio, aligned).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert not np.asarray(got[:, 0]).any()  # wholly outside -> 0
+
+
+def test_adaptive_roi_align_counts_and_cap(np_rng):
+    """sampling_ratio 0: ceil(bin side) samples per side as torchvision, elongated and large
+    boxes included; above max_sampling_ratio the cap's samples are spread over the bin."""
+    n, h, w, c, o, stride = 1, 40, 48, 2, 3, 2
+    feats = np_rng.normal(size=(n, h, w, c))
+    x0, y0 = np_rng.uniform(0, 10, size=2)
+    sizes = [(70.0, 9.0), (9.0, 70.0), (80.0, 75.0), (4.0, 3.0), (30.5, 6.2)]
+    boxes = np.asarray([[[x0, y0, x0 + bw, y0 + bh] for bw, bh in sizes]], np.float32)
+    counts = np.asarray(B.sample_counts(jnp.asarray(boxes[..., 2] - boxes[..., 0]) / stride, o, 0, 8))
+    want_counts = [min(math.ceil(bw / stride / o), 8) for bw, _ in sizes]
+    np.testing.assert_array_equal(counts, [want_counts])
+    assert max(want_counts) == 8 and min(want_counts) == 1
+    for cap in (4, 16):
+        got = B.roi_align(jnp.asarray(feats, jnp.float32), jnp.asarray(boxes), output_size=o,
+                          spatial_scale=1.0 / stride, sampling_ratio=0, max_sampling_ratio=cap)
+        want = torch_roi_align(torch.from_numpy(feats), boxes.astype(np.float64), o,
+                               1.0 / stride, 0, True, cap=cap).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    exact = torch_roi_align(torch.from_numpy(feats), boxes.astype(np.float64), o, 1.0 / stride,
+                            0, True).numpy()
+    np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-5)  # cap 16 covers every box
 
 
 def test_roi_align_gradient_equals_torch_autograd(np_rng):
@@ -356,7 +385,9 @@ def test_roi_align_bad_args():
     with pytest.raises(ValueError, match="output_size"):
         B.roi_align(f, b, **{**kw, "output_size": 0})
     with pytest.raises(ValueError, match="sampling_ratio"):
-        B.roi_align(f, b, **{**kw, "sampling_ratio": 0})
+        B.roi_align(f, b, **{**kw, "sampling_ratio": -1})
+    with pytest.raises(ValueError, match="max_sampling_ratio"):
+        B.roi_align(f, b, **{**kw, "sampling_ratio": 0, "max_sampling_ratio": 0})
     with pytest.raises(ValueError, match="spatial_scale"):
         B.roi_align(f, b, **{**kw, "spatial_scale": 0.0})
     with pytest.raises(ValueError, match="boxes"):

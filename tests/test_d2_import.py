@@ -69,7 +69,7 @@ def get_config(arg=""):
     c.model.rpn.update(anchor_sizes=(8, 16, 32, 64, 128), pre_nms_topk_test=200,
                        post_nms_topk_test=50)
     h = c.model.roi_heads
-    h.update(detections_per_image=8, test_topk_candidates=150, box_fc_dim=32, sampling_ratio=2,
+    h.update(detections_per_image=8, test_topk_candidates=150, box_fc_dim=32, sampling_ratio=0,
              mask_conv_dim=16, coarse_mask_fc_dim=32, mask_pooler_side=14)
     c.pointrend.update(fc_dim=16, subdivision_steps=5, subdivision_num_points=196)
     return c
@@ -91,12 +91,12 @@ def instance_reference(mask_head, num_classes=K_INSTANCE, depth=50):
                                    coarse_pred_each_layer=True, steps=5, num_points=196)
     else:
         head = R.MaskRCNNConvUpsampleHead(16, num_classes, conv_dim=16, num_conv=4, pooler=14,
-                                          sampling_ratio=2)
+                                          sampling_ratio=0)
     return R.GeneralizedRCNN(
         R.resnet_fpn(depth, 8, 16, norm="FrozenBN", stride_in_1x1=True),
         R.RPN(16, (8, 16, 32, 64, 128), (0.5, 1.0, 2.0), pre_nms_topk=200, post_nms_topk=50,
               nms_thresh=0.7),
-        R.ROIHeads(16, num_classes, pooler=7, sampling_ratio=2, fc_dim=32, num_fc=2,
+        R.ROIHeads(16, num_classes, pooler=7, sampling_ratio=0, fc_dim=32, num_fc=2,
                    mask_head=head, score_thresh=0.05, nms_thresh=0.5, detections_per_image=8),
         BGR(PIXEL_MEAN_RGB), BGR(PIXEL_STD_RGB))
 

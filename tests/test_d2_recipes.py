@@ -1,4 +1,5 @@
-"""detectron2's PointRend recipes, key by key, held against the configs that restate them.
+"""detectron2's PointRend (and Implicit PointRend) recipes, key by key, held against the
+configs that restate them.
 
 Each recipe is a chain of yaml files (its own, its ``_BASE_``s up to configs/Base-RCNN-FPN.yaml)
 over detectron2's defaults (``detectron2/config/defaults.py``, PointRend's
@@ -271,6 +272,70 @@ SOLVER:
 #   TEST: ("coco_2017_val", "lvis_v0.5_val_cocofied")
 """)
 
+RCNN_R50_1X_CITYSCAPES = YamlFile("projects/PointRend/configs/InstanceSegmentation/pointrend_rcnn_R_50_FPN_1x_cityscapes.yaml", """\
+_BASE_: Base-PointRend-RCNN-FPN.yaml
+MODEL:
+  WEIGHTS: detectron2://ImageNetPretrained/MSRA/R-50.pkl
+  RESNETS:
+    DEPTH: 50
+  ROI_HEADS:
+    NUM_CLASSES: 8
+  POINT_HEAD:
+    NUM_CLASSES: 8
+DATASETS:
+  TEST: ("cityscapes_fine_instance_seg_val",)
+  TRAIN: ("cityscapes_fine_instance_seg_train",)
+SOLVER:
+  BASE_LR: 0.01
+  IMS_PER_BATCH: 8
+  MAX_ITER: 24000
+  STEPS: (18000,)
+INPUT:
+  MAX_SIZE_TEST: 2048
+  MAX_SIZE_TRAIN: 2048
+  MIN_SIZE_TEST: 1024
+  MIN_SIZE_TRAIN: (800, 832, 864, 896, 928, 960, 992, 1024)
+""")
+
+BASE_IMPLICIT_POINTREND = YamlFile("projects/PointRend/configs/InstanceSegmentation/Base-Implicit-PointRend.yaml", """\
+_BASE_: "../../../../configs/Base-RCNN-FPN.yaml"
+MODEL:
+  MASK_ON: true
+  ROI_MASK_HEAD:
+    NAME: "ImplicitPointRendMaskHead"
+    POOLER_TYPE: ""  # No RoI pooling, let the head process image features directly
+    FC_DIM: 1024
+    NUM_FC: 2
+  POINT_HEAD:
+    NAME: "ImplicitPointHead"
+    FC_DIM: 256
+    NUM_FC: 3
+    IN_FEATURES: ["p2"]
+    NUM_CLASSES: 80
+    CLS_AGNOSTIC_MASK: False
+    TRAIN_NUM_POINTS: 196
+    SUBDIVISION_STEPS: 3
+    SUBDIVISION_NUM_POINTS: 784
+  IMPLICIT_POINTREND:
+    IMAGE_FEATURE_ENABLED: True
+    POS_ENC_ENABLED: True
+    PARAMS_L2_REGULARIZER: 0.00001
+INPUT:
+  # PointRend for instance segmentation does not work with "polygon" mask_format.
+  MASK_FORMAT: "bitmask"
+""")
+
+IMPLICIT_R50_1X = YamlFile("projects/PointRend/configs/InstanceSegmentation/implicit_pointrend_R_50_FPN_1x_coco.yaml", """\
+_BASE_: "Base-Implicit-PointRend.yaml"
+MODEL:
+  WEIGHTS: detectron2://ImageNetPretrained/MSRA/R-50.pkl
+  RESNETS:
+    DEPTH: 50
+# To add COCO AP evaluation against the higher-quality LVIS annotations.
+# DATASETS:
+#   TEST: ("coco_2017_val", "lvis_v0.5_val_cocofied")
+""")
+
 # ----------------------------------------------------------------------------------------
 # Rows: the keys of each yaml file, for the task that reads it
 # ----------------------------------------------------------------------------------------
@@ -523,6 +588,32 @@ INSTANCE_R50_1X = [
     equal("MODEL.RESNETS.DEPTH", 50, "model.backbone.depth"),
 ]
 
+CITYSCAPES_CLASSES = "cityscapes_instances.CLASS_NAMES: the 8 thing classes in label-id order"
+INSTANCE_R50_1X_CITYSCAPES = INSTANCE_R50_1X + [
+    converted("MODEL.ROI_HEADS.NUM_CLASSES", 8, "data.name", "cityscapes_instances", CITYSCAPES_CLASSES),
+    converted("MODEL.POINT_HEAD.NUM_CLASSES", 8, "data.name", "cityscapes_instances",
+              "the point head predicts the data set's classes"),
+    converted("DATASETS.TEST", ("cityscapes_fine_instance_seg_val",), "data.name",
+              "cityscapes_instances", "data.manual_dir: leftImg8bit/val and the gtFine/val "
+              "instanceIds PNGs, which cityscapesscripts' evaluation also reads"),
+    differs("DATASETS.TRAIN", ("cityscapes_fine_instance_seg_train",), "data.name",
+            "cityscapes_instances", "the masks are the gtFine instanceIds PNGs (cityscapesScripts' "
+            "rasterisation of the polygons) where detectron2 reads the polygons json and dilates "
+            "each polygon by half a pixel. Effect: training masks about half a pixel thinner along "
+            "every edge than detectron2's, equal to what the evaluation scores against"),
+    equal("SOLVER.BASE_LR", 0.01, "optimizer.learning_rate"),
+    equal("SOLVER.IMS_PER_BATCH", 8, "train.batch_size", "global batch, all devices"),
+    equal("SOLVER.MAX_ITER", 24000, "train.num_steps"),
+    converted("SOLVER.STEPS", (18000,), "optimizer.decay_steps", (18000,),
+              "with optimizer.schedule=steps"),
+    equal("INPUT.MAX_SIZE_TEST", 2048, "augment.max_size",
+          "one key caps both resizes; the recipe's two values are equal"),
+    equal("INPUT.MAX_SIZE_TRAIN", 2048, "augment.max_size"),
+    equal("INPUT.MIN_SIZE_TEST", 1024, "augment.test_short_side"),
+    converted("INPUT.MIN_SIZE_TRAIN", (800, 832, 864, 896, 928, 960, 992, 1024), "augment.short_side",
+              (800, 832, 864, 896, 928, 960, 992, 1024), "ResizeShortestEdge's lengths"),
+]
+
 SCHEDULE_3X = [
     converted("SOLVER.STEPS", (210000, 250000), "optimizer.decay_steps", (210000, 250000),
               "with optimizer.schedule=steps"),
@@ -602,10 +693,10 @@ INSTANCE_DEFAULTS = [
     fixed("MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False, "K class-specific box deltas"),
     fixed("MODEL.ROI_BOX_HEAD.POOLER_TYPE", "ROIAlignV2",
           "box_ops.multilevel_roi_align: aligned ROIAlign, levels by box size"),
-    differs("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", 0, "model.roi_heads.sampling_ratio", 2,
-            f"{STATIC}: 0 is adaptive, ceil(bin side) samples per bin side, a count per box (a "
-            "bin covers 2 to 4 pixels of a box's FPN level: 2 to 4 samples); here 2 for every "
-            "box. Effect: most boxes' 7x7 features average fewer samples per bin"),
+    equal("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", 0, "model.roi_heads.sampling_ratio",
+          f"adaptive: ceil(bin side) samples per bin side; {STATIC} give every region "
+          "model.roi_heads.max_sampling_ratio (8) slots, exact for regions up to 4:1 on their "
+          "FPN level (benchmarks/roi_align.py)"),
     fixed("MODEL.ROI_BOX_HEAD.NORM", "", "FastRCNNHead has no norm"),
     fixed("MODEL.ROI_BOX_HEAD.USE_FED_LOSS", False, "softmax cross-entropy over K + 1"),
     fixed("MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE", False, "softmax cross-entropy over K + 1"),
@@ -614,28 +705,89 @@ INSTANCE_DEFAULTS = [
     equal("MODEL.ROI_MASK_HEAD.CONV_DIM", 256, "model.roi_heads.mask_conv_dim"),
     fixed("MODEL.ROI_MASK_HEAD.NORM", "", "the mask heads have no norm"),
     equal("MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False, "model.roi_heads.cls_agnostic_mask"),
-    differs("MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", 0, "model.roi_heads.sampling_ratio", 2,
-            f"{STATIC}: read by the 28x28 A/B head's ROIAlign (detectron2: 1 or 2 samples per "
-            "bin side, here 2), and the same fixed 2 makes both heads' mask targets, where "
-            "detectron2's BitMasks.crop_and_resize averages ceil(box side / target side) "
-            "samples (15 for a 100 px box and PointRend's 7x7 target). PointRend's coarse head "
-            "pools a point grid (POOLER_TYPE ''). Effect: the targets of large boxes are 2x2 "
-            "point samples per cell, thresholded at 0.5, instead of area averages"),
+    equal("MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", 0, "model.roi_heads.sampling_ratio",
+          "read by the 28x28 A/B head's ROIAlign and by both heads' mask targets "
+          "(detectron2's BitMasks.crop_and_resize: ceil(box side / target side) samples, 15 for "
+          "a 100 px box and the 7x7 coarse target; here at most max_sampling_ratio, 8, so the "
+          "targets of boxes over 56 px average 8x8 samples per cell instead of all). "
+          "PointRend's coarse head pools a point grid (POOLER_TYPE '')"),
     unread("MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME", "SemSegFPNHead", "semantic only"),
     equal("MODEL.POINT_HEAD.CLS_AGNOSTIC_MASK", False, "model.roi_heads.cls_agnostic_mask",
           "one key for both: the point head predicts one channel, the coarse head keeps K "
           "(detectron2's ConvFCHead ignores the option too)"),
     equal("TEST.DETECTIONS_PER_IMAGE", 100, "model.roi_heads.detections_per_image"),
-    differs("DATALOADER.FILTER_EMPTY_ANNOTATIONS", True, None, None,
-            "detectron2 trains on the images with at least one non-crowd instance (COCO 2017: "
-            "117,266 of 118,287); here every image is kept (data/coco.py). Effect: 0.9% of the "
-            "training images add background-only regions to the box and RPN losses"),
+    equal("DATALOADER.FILTER_EMPTY_ANNOTATIONS", True, "data.filter_empty_annotations",
+          "train images without a non-crowd instance are left out (data/coco.py)"),
     differs("DATALOADER.ASPECT_RATIO_GROUPING", True, "augment.crop_size", (1344, 1344),
             f"{STATIC}: detectron2 pads each batch to its largest image (rounded up to 32), "
             "grouping landscape and portrait images; here every image is padded to the fixed "
             "1344x1344 canvas. Effect: more anchors lie in the padding, where some of the RPN's "
             "sampled negatives then fall; the content's features near its bottom/right edge "
             "are those of a batch padded that far"),
+]
+
+# The Cityscapes recipe's canvas: every 2:1 image resized to a short side <= 1024 fits 1024x2048.
+CITYSCAPES_INSTANCE_DEFAULTS = [
+    differs("DATALOADER.ASPECT_RATIO_GROUPING", True, "augment.crop_size", (1024, 2048),
+            f"{STATIC}: detectron2 pads each batch to its largest image (rounded up to 32); here "
+            "every image is padded to the fixed 1024x2048 canvas. Effect: a batch whose images "
+            "were all resized below 1024 carries padding detectron2's would not"),
+]
+
+IMPLICIT = "models/implicit_mask_head.py"
+IMPLICIT_POINTREND_BASE = [
+    fixed("MODEL.MASK_ON", True, "the instance model always has a mask head"),
+    converted("MODEL.ROI_MASK_HEAD.NAME", "ImplicitPointRendMaskHead", "model.mask_head",
+              "implicit_pointrend", f"{IMPLICIT}: ImplicitPointRendMaskHead"),
+    fixed("MODEL.ROI_MASK_HEAD.POOLER_TYPE", "",
+          "the parameter head samples a regular grid on p2 with point_sample "
+          "(ImplicitPointRendMaskHead.mlp_params), detectron2's _roi_pooler"),
+    equal("MODEL.ROI_MASK_HEAD.FC_DIM", 1024, "model.roi_heads.coarse_mask_fc_dim",
+          "the parameter head's FC width"),
+    equal("MODEL.ROI_MASK_HEAD.NUM_FC", 2, "model.roi_heads.coarse_mask_num_fc",
+          "the parameter head's FC layers"),
+    converted("MODEL.POINT_HEAD.NAME", "ImplicitPointHead", "model.mask_head", "implicit_pointrend",
+              f"{IMPLICIT}: ImplicitPointHead, the per-region MLP of the implicit head"),
+    equal("MODEL.POINT_HEAD.FC_DIM", 256, "pointrend.fc_dim", "the MLP's width"),
+    equal("MODEL.POINT_HEAD.NUM_FC", 3, "pointrend.num_fc",
+          "hidden layers: NUM_FC + 1 layers with the predictor"),
+    converted("MODEL.POINT_HEAD.IN_FEATURES", ["p2"], "pointrend.fine_features", ("p2",), "a tuple"),
+    converted("MODEL.POINT_HEAD.NUM_CLASSES", 80, "data.name", "coco",
+              "the MLP predicts the json's categories"),
+    equal("MODEL.POINT_HEAD.CLS_AGNOSTIC_MASK", False, "model.roi_heads.cls_agnostic_mask",
+          "one key for every mask head: the MLP predicts one channel"),
+    equal("MODEL.POINT_HEAD.TRAIN_NUM_POINTS", 196, "pointrend.train_num_points",
+          "drawn uniformly in each box"),
+    equal("MODEL.POINT_HEAD.SUBDIVISION_STEPS", 3, "pointrend.subdivision_steps", "28 -> 224"),
+    equal("MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS", 784, "pointrend.subdivision_num_points",
+          "also the first, regular grid: 28x28"),
+    equal("MODEL.IMPLICIT_POINTREND.IMAGE_FEATURE_ENABLED", True,
+          "model.implicit_pointrend.image_feature_enabled"),
+    equal("MODEL.IMPLICIT_POINTREND.POS_ENC_ENABLED", True,
+          "model.implicit_pointrend.pos_enc_enabled"),
+    equal("MODEL.IMPLICIT_POINTREND.PARAMS_L2_REGULARIZER", 0.00001,
+          "model.implicit_pointrend.params_l2_regularizer", "loss_l2's weight"),
+    fixed("INPUT.MASK_FORMAT", "bitmask",
+          "ground-truth masks are bitmasks (mask_bits), point labels bilinear on them"),
+]
+
+# The defaults the implicit recipe relies on where they mean something else than for PointRend.
+UNIFORM = "the implicit head draws its training points uniformly"
+IMPLICIT_DEFAULTS = [
+    equal("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", False, "model.roi_heads.train_on_pred_boxes",
+          "Base-Implicit-PointRend.yaml keeps it: the mask head learns on the sampled proposals"),
+    converted("MODEL.ROI_MASK_HEAD.IN_FEATURES", ("p2",), "model.roi_heads.coarse_mask_features",
+              ("p2",), "add_pointrend_config's default, the parameter head's input"),
+    unread("MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION", 7,
+           "ImplicitPointRendMaskHead gives its ConvFCHead the output shape (num_params,)"),
+    unread("MODEL.ROI_MASK_HEAD.POINT_HEAD_ON", False,
+           "ImplicitPointRendMaskHead always has its point head"),
+    unread("MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", 0,
+           "the parameter head pools a point grid (POOLER_TYPE '') and the point labels are "
+           "bilinear on the full masks: no ROIAlign, no mask targets"),
+    unread("MODEL.POINT_HEAD.OVERSAMPLE_RATIO", 3, UNIFORM),
+    unread("MODEL.POINT_HEAD.IMPORTANCE_SAMPLE_RATIO", 0.75, UNIFORM),
+    unread("MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER", True, "the implicit head has no coarse mask"),
 ]
 
 # What detectron2 does without a key for it, and the static-shape cap or rule used here.
@@ -661,6 +813,12 @@ RECIPES = {
         (SEMANTIC_R101_CITYSCAPES.path, SEMANTIC_R101_CITYSCAPES, SEMANTIC_CITYSCAPES),
     ],
 }
+RECIPES["cityscapes_pointrend_r50_fpn"] = [
+    (DEFAULTS_PY, None, COMMON_DEFAULTS + INSTANCE_DEFAULTS + CITYSCAPES_INSTANCE_DEFAULTS),
+    (BASE_RCNN_FPN.path, BASE_RCNN_FPN, INSTANCE_BASE_RCNN_FPN),
+    (BASE_POINTREND_RCNN_FPN.path, BASE_POINTREND_RCNN_FPN, INSTANCE_POINTREND_BASE),
+    (RCNN_R50_1X_CITYSCAPES.path, RCNN_R50_1X_CITYSCAPES, INSTANCE_R50_1X_CITYSCAPES),
+]
 for name, leaf, rows in (("coco_pointrend_r50_fpn", RCNN_R50_1X, INSTANCE_R50_1X),
                          ("coco_pointrend_r50_fpn_3x", RCNN_R50_3X, INSTANCE_R50_3X),
                          ("coco_pointrend_r101_fpn_3x", RCNN_R101_3X, INSTANCE_R101_3X),
@@ -672,6 +830,12 @@ for name, leaf, rows in (("coco_pointrend_r50_fpn", RCNN_R50_1X, INSTANCE_R50_1X
         (leaf.path, leaf, rows),
     ]
 
+RECIPES["coco_implicit_pointrend_r50_fpn"] = [
+    (DEFAULTS_PY, None, COMMON_DEFAULTS + INSTANCE_DEFAULTS + IMPLICIT_DEFAULTS),
+    (BASE_RCNN_FPN.path, BASE_RCNN_FPN, INSTANCE_BASE_RCNN_FPN),
+    (BASE_IMPLICIT_POINTREND.path, BASE_IMPLICIT_POINTREND, IMPLICIT_POINTREND_BASE),
+    (IMPLICIT_R50_1X.path, IMPLICIT_R50_1X, INSTANCE_R50_1X),
+]
 
 # ----------------------------------------------------------------------------------------
 # The tests

@@ -289,6 +289,30 @@ def test_build_datasets_coco(tmp_path, np_rng):
         build_datasets(cfg)
 
 
+def test_filter_empty_annotations_drops_train_images_without_instances(tmp_path, np_rng):
+    """detectron2's FILTER_EMPTY_ANNOTATIONS: train images whose annotations are all crowd,
+    skipped or absent are left out; val keeps every image."""
+    images_dir, json_path, expected = make_fake_coco(tmp_path, np_rng)
+    with_instances = [image_id for image_id, (masks, _, _) in expected.items() if masks]
+    assert 0 < len(with_instances) < len(expected)
+    cfg = ml_collections.ConfigDict({"name": "coco", "train_images": str(images_dir),
+                                     "train_json": str(json_path), "val_images": str(images_dir),
+                                     "val_json": str(json_path), "filter_empty_annotations": True})
+    spec = build_datasets(cfg)
+    assert spec.train.image_ids == with_instances
+    assert spec.train.num_filtered_empty == len(expected) - len(with_instances)
+    assert spec.val.image_ids == list(expected) and spec.val.num_filtered_empty == 0
+    for index, image_id in enumerate(with_instances):
+        np.testing.assert_array_equal(spec.train[index]["masks"], np.stack(expected[image_id][0]))
+    cfg.filter_empty_annotations = False
+    assert build_datasets(cfg).train.image_ids == list(expected)
+    data = json.loads(json_path.read_text())
+    data["annotations"] = [a for a in data["annotations"] if a.get("iscrowd")]
+    json_path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="filter_empty_annotations"):
+        CocoSource(images_dir, json_path, filter_empty=True)
+
+
 # --------------------------------------------------------------------------------------
 # The synthetic instance set.
 # --------------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def test_point_labels_equal_grid_sample_on_the_full_mask(np_rng):
         np.testing.assert_allclose(got[b], want.numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("size,sampling_ratio", [(7, 2), (28, 1)])
+@pytest.mark.parametrize("size,sampling_ratio", [(7, 2), (28, 1), (7, 0)])
 def test_mask_targets_equal_roi_align_of_the_bitmask(np_rng, size, sampling_ratio):
     n, m, r, h, w = 2, 3, 5, 20, 28
     masks = _random_masks(np_rng, n, m, h, w)

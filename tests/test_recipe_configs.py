@@ -73,6 +73,8 @@ def test_cityscapes_semfpn_config_is_detectron2s_recipe():
     assert (deeplab.model.head, deeplab.model.backbone.output_stride) == ("deeplabv3", 8)
     for key in ("augment", "optimizer", "train"):
         assert deeplab[key].to_dict() == c[key].to_dict()
+    assert deeplab.model.backbone.freeze_at == c.model.backbone.freeze_at == 0
+    assert deeplab.pointrend.coarse_pred_each_layer is c.pointrend.coarse_pred_each_layer is False
 
 
 def test_cityscapes_recipe_augmentation_gives_512x1024_crops(np_rng):

@@ -18,7 +18,8 @@ from pointrend_jax.tasks import TASKS, get_task, unread_key_hint, validated_task
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEMANTIC_CONFIGS = ["synthetic_binary", "synthetic_multiclass", "folder", "cityscapes_semfpn_r101",
                     "cityscapes_deeplabv3_r101", "ade20k_semfpn_r50", "voc_deeplabv3_r50"]
-INSTANCE_CONFIGS = ["synthetic_instances", "coco_format", "coco_pointrend_r50_fpn"]
+INSTANCE_CONFIGS = ["synthetic_instances", "coco_format", "coco_pointrend_r50_fpn",
+                    "coco_implicit_pointrend_r50_fpn"]
 
 
 def keys(config):

@@ -25,11 +25,20 @@ Instance segmentation data sets (``INSTANCE_DATASETS``) yield instead ``{"image"
   synthetic_instances
              SyntheticInstances, drawn by the project and written once in COCO format
              (``synthetic_instances.py``): ``data_dir`` (None = tfds default folder),
-             optional ``num_train``, ``num_val``, ``image_size``, ``seed``, ``num_classes``.
+             ``variant`` "standard" or "large", optional ``num_train``, ``num_val``,
+             ``image_size`` (standard only), ``seed``, ``num_classes``.
   coco       any COCO-format instances json (COCO 2017, labelling tools' exports):
              ``train_images``, ``train_json``, ``val_images``, ``val_json``; or
              ``manual_dir`` holding COCO 2017 as downloaded (``train2017/``, ``val2017/``,
              ``annotations/instances_{train,val}2017.json``) for the paths not given.
+  cityscapes_instances
+             Cityscapes fine's 8 thing classes from the user's download
+             (``cityscapes_instances.py``): ``manual_dir`` as for ``cityscapes``, read from
+             the gtFine instanceIds PNGs; ``filter_empty_annotations`` as for ``coco``.
+
+Both read point supervision's keys for the train split: ``point_supervision`` (points per
+instance, 0 = masks), ``point_source`` ("masks" or "json", see ``point_labels.py``) and
+``point_seed``.
 """
 from __future__ import annotations
 
@@ -42,7 +51,8 @@ from pointrend_jax.data.files import DataError
 from pointrend_jax.data.folder import FolderSource, resolve_class_names, validate_folder
 
 DOWNLOADED_DATASETS = ("cityscapes", "ade20k", "voc")  # module names under pointrend_jax.data
-INSTANCE_DATASETS = ("synthetic_instances", "coco")  # instance segmentation (boxes, masks)
+INSTANCE_DATASETS = ("synthetic_instances", "coco", "cityscapes_instances")  # boxes, masks
+SYNTHETIC_INSTANCE_VARIANTS = ("standard", "large")  # see synthetic_instances.py
 DATASET_NAMES = ("synthetic", "folder", *DOWNLOADED_DATASETS, *INSTANCE_DATASETS)
 
 
@@ -104,13 +114,16 @@ def build_datasets(data_cfg: Any) -> DatasetSpec:
     if name == "synthetic_instances":
         from pointrend_jax.data import synthetic_instances
 
-        defaults = {"num_train": synthetic_instances.DEFAULT_NUM_TRAIN, "num_val": synthetic_instances.DEFAULT_NUM_VAL,
-                    "image_size": synthetic_instances.DEFAULT_IMAGE_SIZE, "seed": synthetic_instances.DEFAULT_SEED}
-        values = {key: default if _get(data_cfg, key) is None else _get(data_cfg, key)
-                  for key, default in defaults.items()}
+        variant = _get(data_cfg, "variant", "standard")
+        if variant not in SYNTHETIC_INSTANCE_VARIANTS:
+            raise ValueError(f"--config.data.variant={variant!r} is not a synthetic_instances "
+                             f"variant; choose one of {list(SYNTHETIC_INSTANCE_VARIANTS)}.")
+        keys = ("num_train", "num_val", "image_size", "seed")
+        values = {key: _get(data_cfg, key) for key in keys if _get(data_cfg, key) is not None}
         names = list(synthetic_instances.CLASS_NAMES)
         _check_num_classes(_get(data_cfg, "num_classes"), names, "synthetic_instances")
-        sources = synthetic_instances.load_synthetic_instances(_get(data_cfg, "data_dir"), **values)
+        sources = synthetic_instances.load_synthetic_instances(
+            _get(data_cfg, "data_dir"), variant=variant, train_points=_point_labels(data_cfg), **values)
         return DatasetSpec(len(names), names, sources["train"], sources["val"])
     if name == "coco":
         from pointrend_jax.data.coco import CocoSource
@@ -125,7 +138,9 @@ def build_datasets(data_cfg: Any) -> DatasetSpec:
         if absent:
             raise ValueError(f"data set 'coco' needs {', '.join('--config.data.' + k for k in absent)}: "
                              f"the images folder and the COCO-format instances json of each split.")
-        train = CocoSource(paths["train_images"], paths["train_json"], split_name="train")
+        train = CocoSource(paths["train_images"], paths["train_json"], split_name="train",
+                           filter_empty=bool(_get(data_cfg, "filter_empty_annotations")),
+                           **_point_labels(data_cfg))
         val = CocoSource(paths["val_images"], paths["val_json"], split_name="val")
         names = train.class_names
         if val.category_ids != train.category_ids or val.class_names != names:
@@ -134,7 +149,33 @@ def build_datasets(data_cfg: Any) -> DatasetSpec:
                             f"{list(zip(train.category_ids, names))}; both splits need the same.")
         _check_num_classes(_get(data_cfg, "num_classes"), names, f"coco {paths['train_json']}")
         return DatasetSpec(len(names), names, train, val)
+    if name == "cityscapes_instances":
+        from pointrend_jax.data import cityscapes_instances
+
+        manual_dir = _get(data_cfg, "manual_dir")
+        if not manual_dir:
+            raise ValueError("data set 'cityscapes_instances' needs --config.data.manual_dir, the "
+                             "folder with leftImg8bit/ and gtFine/ of the Cityscapes download.")
+        if int(_get(data_cfg, "point_supervision") or 0):
+            raise ValueError("--config.data.point_supervision applies to 'coco' and "
+                             "'synthetic_instances'; 'cityscapes_instances' reads full masks.")
+        train = cityscapes_instances.CityscapesInstanceSource(
+            manual_dir, "train", filter_empty=bool(_get(data_cfg, "filter_empty_annotations")))
+        val = cityscapes_instances.CityscapesInstanceSource(manual_dir, "val")
+        names = list(cityscapes_instances.CLASS_NAMES)
+        _check_num_classes(_get(data_cfg, "num_classes"), names, "cityscapes_instances")
+        return DatasetSpec(len(names), names, train, val)
     raise ValueError(f"--config.data.name={name!r} is not a known data set; choose one of {list(DATASET_NAMES)}.")
+
+
+def _point_labels(data_cfg: Any) -> dict[str, Any]:
+    """The train CocoSource's point-label keywords (``points``, ``num_points``, ``point_seed``)
+    from ``point_supervision``, ``point_source``, ``point_seed``; {} without point supervision."""
+    num_points = int(_get(data_cfg, "point_supervision") or 0)
+    if not num_points:
+        return {}
+    return {"points": _get(data_cfg, "point_source", "masks"), "num_points": num_points,
+            "point_seed": int(_get(data_cfg, "point_seed") or 0)}
 
 
 def _check_num_classes(num_classes: int | None, names: Sequence[str], what: str) -> None:
@@ -143,5 +184,6 @@ def _check_num_classes(num_classes: int | None, names: Sequence[str], what: str)
                          f"classes ({', '.join(names)}); leave it unset or set it to {len(names)}.")
 
 
-__all__ = ["DATASET_NAMES", "DOWNLOADED_DATASETS", "INSTANCE_DATASETS", "DataError", "DatasetSpec", "FolderSource", "build_datasets",
+__all__ = ["DATASET_NAMES", "DOWNLOADED_DATASETS", "INSTANCE_DATASETS", "SYNTHETIC_INSTANCE_VARIANTS",
+           "DataError", "DatasetSpec", "FolderSource", "build_datasets",
            "resolve_class_names", "validate_folder"]

@@ -25,6 +25,16 @@ with M >= 0 (images without instances are kept). Boxes are the json ``bbox`` (x,
 converted to corners and clipped to the image; masks are decoded with pycocotools from
 polygons (several parts merged), uncompressed RLE (a counts list) or compressed RLE.
 
+With ``points`` (point supervision, see ``point_labels.py``) the examples carry point labels
+instead of masks: ``"json"`` reads PointSup's ``point_coords``/``point_labels`` of every
+non-crowd annotation (``segmentation`` is then optional and never decoded; malformed point
+fields raise a ``DataError`` naming the file and annotation id), ``"masks"`` samples
+``num_points`` per instance from its mask by PointSup's rule, seeded by ``point_seed`` and the
+annotation's position in the json. ``source[i]`` then has, in place of ``"masks"``,
+``"point_coords"`` float32 (M, Q, 2) (x, y) pixel-centre coordinates (indices + 0.5),
+``"point_labels"`` uint8 (M, Q) 0/1 and ``"point_valid"`` bool (M, Q) (False pads the
+instances with fewer than Q points; Q = the most points of an instance on the image).
+
 Shapes: H, W image height and width; M instances kept on the image.
 """
 from __future__ import annotations
@@ -44,6 +54,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from pointrend_jax.data.files import DataError, read_image, report
+from pointrend_jax.data.point_labels import check_point_fields, point_rng, sample_box_points
 
 # pycocotools 2.0.11 decodes through an __array__ that predates NumPy 2's copy keyword; the
 # result is right, the DeprecationWarning it triggers on every decode is only noise.
@@ -77,6 +88,8 @@ SKIP_REASONS = {
     "crowd": "crowd (iscrowd=1, not a training target)",
 }
 _SHOWN_IDS = 5  # annotation ids listed per reason in the warning
+
+POINT_SOURCES = ("json", "masks")  # where CocoSource's point labels come from
 
 _IMAGE_KEYS = ("id", "file_name", "height", "width")
 _ANN_KEYS = ("id", "image_id", "category_id", "bbox")
@@ -146,12 +159,21 @@ class CocoSource:
       category_ids: the json's category ids; contiguous class k is category ``category_ids[k]``.
       skipped: {reason: count} of annotations left out (see ``SKIP_REASONS``).
       image_ids: the json's image ids in index order.
+      points, num_points, point_seed: the point labels read (None: masks; see the module).
+      num_filtered_empty: images left out by ``filter_empty`` (no non-crowd annotation).
     """
 
-    def __init__(self, images_dir: str, json_path: str, *, split_name: str = "train"):
+    def __init__(self, images_dir: str, json_path: str, *, split_name: str = "train",
+                 points: str | None = None, num_points: int = 0, point_seed: int = 0,
+                 filter_empty: bool = False):
         self.images_dir = pathlib.Path(images_dir)
         self.json_path = pathlib.Path(json_path)
         self.split_name = split_name
+        if points is not None and points not in POINT_SOURCES:
+            raise ValueError(f"CocoSource points={points!r} is not one of {[None, *POINT_SOURCES]}.")
+        if points == "masks" and int(num_points) < 1:
+            raise ValueError(f"CocoSource points='masks' needs num_points >= 1, got {num_points}.")
+        self.points, self.num_points, self.point_seed = points, int(num_points), int(point_seed)
         if not self.json_path.is_file():
             raise DataError(f"{self.json_path}: no such file (the COCO-format json of split {split_name!r}).")
         if not self.images_dir.is_dir():
@@ -225,11 +247,32 @@ class CocoSource:
                 skipped_ids["crowd"].append(ann["id"])
                 self._crowd.append(kept)
             else:
+                kept["position"] = index  # seeds the points sampled from its mask
+                if self.points == "json":
+                    image = self._images[index_of[ann["image_id"]]]
+                    try:
+                        kept["points"] = check_point_fields(ann, image["height"], image["width"])
+                    except ValueError as err:
+                        raise DataError(f"{self.json_path}: {what} {err}.") from None
                 self._annotations[index_of[ann["image_id"]]].append(kept)
         self.skipped: dict[str, int] = {reason: len(ids) for reason, ids in skipped_ids.items()}
         summary = self._skip_summary(skipped_ids)
         if summary:
             logging.warning("%s", summary)
+        # detectron2's DATALOADER.FILTER_EMPTY_ANNOTATIONS: only images with a non-crowd instance.
+        self.num_filtered_empty = 0
+        if filter_empty:
+            keep = [i for i, anns in enumerate(self._annotations) if anns]
+            self.num_filtered_empty = len(self._images) - len(keep)
+            if not keep:
+                raise DataError(f"{self.json_path}: no image has a non-crowd annotation, so "
+                                "--config.data.filter_empty_annotations leaves nothing to train on.")
+            self._images = [self._images[i] for i in keep]
+            self._annotations = [self._annotations[i] for i in keep]
+            if self.num_filtered_empty:
+                logging.info("%s: %d of %d images without a non-crowd instance left out "
+                             "(data.filter_empty_annotations)", self.json_path.name,
+                             self.num_filtered_empty, self.num_filtered_empty + len(keep))
 
     # ----------------------------------------------------------------------------------
     # Validation.
@@ -252,9 +295,11 @@ class CocoSource:
             return "unknown_category", None
         image = self._images[index_of[ann["image_id"]]]
         height, width = image["height"], image["width"]
-        reason, seg = _check_segmentation(ann.get("segmentation"), height, width)
-        if reason is not None:
-            return reason, None
+        seg = None
+        if self.points != "json":  # point labels need no mask
+            reason, seg = _check_segmentation(ann.get("segmentation"), height, width)
+            if reason is not None:
+                return reason, None
         bbox = ann["bbox"]
         if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
             return "bad_box", None
@@ -306,15 +351,25 @@ class CocoSource:
             raise DataError(f"Image {path} is {image.shape[1]}x{image.shape[0]} (WxH) but "
                             f"{self.json_path} (image id {info['id']}) says {width}x{height}.")
         anns = self._annotations[index]
-        masks = decode_segmentations([a["segmentation"] for a in anns], height, width)
-        return {
+        example = {
             "image": image,
             "boxes": np.asarray([a["box"] for a in anns], np.float32).reshape(len(anns), 4),
             "classes": np.asarray([a["class"] for a in anns], np.int32),
-            "masks": masks,
             "image_id": int(info["id"]) if isinstance(info["id"], numbers.Integral) else info["id"],
             "stem": pathlib.PurePath(info["file_name"]).stem,
         }
+        if self.points == "json":
+            example.update(_pad_points([a["points"] for a in anns]))
+            return example
+        masks = decode_segmentations([a["segmentation"] for a in anns], height, width)
+        if self.points == "masks":
+            example.update(_pad_points([
+                sample_box_points(mask, a["box"], self.num_points,
+                                  point_rng(self.point_seed, a["position"]))
+                for mask, a in zip(masks, anns)]))
+        else:
+            example["masks"] = masks
+        return example
 
     def __getitems__(self, indices) -> list[dict[str, Any]]:
         return [self[int(i)] for i in indices]
@@ -343,6 +398,9 @@ class CocoSource:
         """
         from pycocotools.coco import COCO
 
+        if self.points == "json":
+            raise DataError(f"{self.json_path} is read for its point labels only (points='json'), "
+                            f"without masks: evaluate against a json with masks.")
         anns = []
         images = {img["id"]: img for img in self._images}
         for ann in [a for per_image in self._annotations for a in per_image] + self._crowd:
@@ -363,5 +421,20 @@ class CocoSource:
         return gt
 
     def __repr__(self) -> str:
+        points = "" if self.points is None else f", points={self.points!r}"
         return (f"CocoSource(images_dir={str(self.images_dir)!r}, json_path={str(self.json_path)!r}, "
-                f"split_name={self.split_name!r}, len={len(self)})")
+                f"split_name={self.split_name!r}{points}, len={len(self)})")
+
+
+def _pad_points(per_instance: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """[(pixel indices (Q_i, 2), labels (Q_i,))] -> ``point_coords`` float32 (M, Q, 2) pixel
+    centres (indices + 0.5), ``point_labels`` uint8 (M, Q), ``point_valid`` bool (M, Q)."""
+    count = max((len(labels) for _, labels in per_instance), default=0)
+    out = {"point_coords": np.zeros((len(per_instance), count, 2), np.float32),
+           "point_labels": np.zeros((len(per_instance), count), np.uint8),
+           "point_valid": np.zeros((len(per_instance), count), bool)}
+    for k, (coords, labels) in enumerate(per_instance):
+        out["point_coords"][k, :len(labels)] = np.asarray(coords, np.float32) + 0.5
+        out["point_labels"][k, :len(labels)] = labels
+        out["point_valid"][k, :len(labels)] = True
+    return out

@@ -1,4 +1,5 @@
-"""Instance segmentation: Mask R-CNN with the PointRend mask head (or the 28x28 baseline).
+"""Instance segmentation: Mask R-CNN with the PointRend mask head (or the 28x28 baseline, or
+Implicit PointRend's head).
 
 `InstanceTask` is what the shared machinery asks (see `pointrend_jax.task`); the modules
 here are its config, transforms, COCO metrics, evaluation, predictor and serving.
@@ -16,11 +17,16 @@ from pointrend_jax.task import Task
 
 # the batch keys `MaskRCNN.__call__` takes as training targets (see `InstanceAugment`)
 TARGETS = ("boxes", "classes", "mask_bits", "valid", "image_size")
+# ... and with point supervision (`data.point_supervision` > 0), point labels for the masks
+POINT_TARGETS = ("boxes", "classes", "point_coords", "point_labels", "point_valid", "valid",
+                 "image_size")
 
 
 class InstanceTask(Task):
     """Boxes, classes and masks per object; batches `{"image", "boxes", "classes",
-    "mask_bits", "valid", "image_size"}` (see `instance.augment`)."""
+    "mask_bits", "valid", "image_size"}` (see `instance.augment`), or with point supervision
+    `{"image", "boxes", "classes", "point_coords", "point_labels", "point_valid", "valid",
+    "image_size"}`."""
 
     name = "instance"
     replacements = instance_config.REPLACEMENTS
@@ -38,14 +44,15 @@ class InstanceTask(Task):
         return build_instance_model(config.model, config.pointrend, num_classes)
 
     def train_transform(self, config):
-        return InstanceAugment(config.augment)
+        return InstanceAugment(config.augment, num_points=config.data.point_supervision)
 
     def loss_fn(self, model, config):
         weights = {"loss_mask": config.loss.mask_weight,
                    "loss_mask_point": config.loss.mask_point_weight}
+        keys = POINT_TARGETS if config.data.point_supervision else TARGETS
 
         def loss(variables, batch, rngs):
-            targets = {k: batch[k] for k in TARGETS}
+            targets = {k: batch[k] for k in keys}
             parts, updated = model.apply(variables, batch["image"], targets, train=True,
                                          rngs=rngs, mutable=["batch_stats"])
             total = sum(weights.get(k, 1.0) * v for k, v in parts.items())

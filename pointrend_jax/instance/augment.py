@@ -17,13 +17,18 @@ instance: then the box is the tight box of the cropped mask, as detectron2's
 about a pixel; parts thinner than a pixel after shrinking (a sharp tip) can vanish from the
 mask while the box still covers them, as when detectron2 rasterises a scaled polygon.
 
+Point supervision (``num_points`` > 0): the example carries point labels instead of masks
+(``CocoSource(points=...)``); the points are scaled, shifted and flipped with the boxes, a
+point outside the image after the crop is no longer valid, and boxes cut by the crop are
+clipped to it (there is no mask to recompute them from).
+
 Evaluation (``prepare_eval_instances``): resize to ``test_short_side`` (None = original
 size), pad to a multiple of ``size_divisor``, and report ``scale`` so predictions map back
 to the original image.
 
 Deterministic given a ``np.random.Generator`` (grain seeds one per element).
 
-Shapes: H, W input size; h, w = crop_size; M = max_instances.
+Shapes: H, W input size; h, w = crop_size; M = max_instances; P = num_points.
 """
 from __future__ import annotations
 
@@ -125,26 +130,29 @@ def mask_boxes(masks: np.ndarray) -> np.ndarray:
     return boxes
 
 
-def _check_example(example: Mapping[str, Any]):
+def _check_example(example: Mapping[str, Any], with_masks: bool = True):
+    """(image, masks uint8 or None without ``with_masks``, boxes, classes) of an example."""
     image = np.asarray(example["image"])
-    masks = np.asarray(example["masks"])
+    masks = np.asarray(example["masks"]).astype(np.uint8, copy=False) if with_masks else None
     boxes = np.asarray(example["boxes"], np.float32).reshape(-1, 4)
     classes = np.asarray(example["classes"], np.int32).reshape(-1)
     num = boxes.shape[0]
-    if (image.dtype != np.uint8 or image.ndim != 3 or masks.shape != (num, *image.shape[:2])
-            or classes.shape != (num,)):
-        raise ValueError(f"instance transforms expect image uint8 (H, W, 3), masks (M, H, W), boxes "
-                         f"(M, 4), classes (M,); got image {image.dtype} {image.shape}, masks "
-                         f"{masks.shape}, boxes {boxes.shape}, classes {classes.shape}.")
-    return image, masks.astype(np.uint8, copy=False), boxes, classes
+    if (image.dtype != np.uint8 or image.ndim != 3 or classes.shape != (num,)
+            or (with_masks and masks.shape != (num, *image.shape[:2]))):
+        got = f", masks {masks.shape}" if with_masks else ""
+        raise ValueError(f"instance transforms expect image uint8 (H, W, 3),"
+                         f"{' masks (M, H, W),' if with_masks else ''} boxes (M, 4), classes (M,); "
+                         f"got image {image.dtype} {image.shape}{got}, boxes {boxes.shape}, "
+                         f"classes {classes.shape}.")
+    return image, masks, boxes, classes
 
 
-def _truncate(masks, boxes, classes, max_instances: int):
-    """Keeps the ``max_instances`` largest masks (in their original order)."""
-    num = masks.shape[0]
+def _truncate(instances: dict[str, np.ndarray], areas: np.ndarray, max_instances: int):
+    """Keeps the ``max_instances`` instances (rows of every array) of the largest ``areas``
+    (in their original order)."""
+    num = areas.shape[0]
     if num <= max_instances:
-        return masks, boxes, classes
-    areas = masks.reshape(num, -1).sum(axis=1, dtype=np.int64)
+        return instances
     keep = np.sort(np.argsort(-areas, kind="stable")[:max_instances])
     truncation_stats["examples"] += 1
     truncation_stats["instances"] += num - max_instances
@@ -152,7 +160,7 @@ def _truncate(masks, boxes, classes, max_instances: int):
         logging.warning("instance augment: an example has %d instances, more than max_instances=%d; "
                         "keeping the largest (counted in instance_augment.truncation_stats).",
                         num, max_instances)
-    return masks[keep], boxes[keep], classes[keep]
+    return {key: value[keep] for key, value in instances.items()}
 
 
 def _pad_instances(masks, boxes, classes, max_instances: int, canvas: tuple[int, int] | None):
@@ -197,21 +205,70 @@ def _train_size(height: int, width: int, rng: np.random.Generator, cfg: Instance
     return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
+def _take_points(example: Mapping[str, Any], num_points: int, rng: np.random.Generator):
+    """``num_points`` = P point labels per instance of an example with ``point_coords`` (M, Q,
+    2), ``point_labels`` (M, Q), ``point_valid`` (M, Q): all of an instance's points in order when
+    it has P, else P of them drawn without replacement, or with replacement when it has fewer
+    (PointSup's SAMPLE_POINTS). -> coords float32 (M, P, 2), labels float32 (M, P), valid bool
+    (M, P) (an instance without points gets none valid)."""
+    absent = [k for k in ("point_coords", "point_labels", "point_valid") if k not in example]
+    if absent:
+        raise ValueError(f"instance transforms with num_points={num_points} (point supervision) "
+                         f"expect point_coords, point_labels and point_valid in the example "
+                         f"(CocoSource(points=...)); it lacks {', '.join(absent)}.")
+    coords = np.asarray(example["point_coords"], np.float32)
+    labels = np.asarray(example["point_labels"], np.float32)
+    valid = np.asarray(example["point_valid"], bool)
+    num = len(example["boxes"])
+    if coords.shape != (num, valid.shape[-1], 2) or labels.shape != valid.shape or valid.shape[0] != num:
+        raise ValueError(f"instance point labels must be point_coords (M, Q, 2), point_labels and "
+                         f"point_valid (M, Q) for the M={num} boxes; got {coords.shape}, "
+                         f"{labels.shape}, {valid.shape}.")
+    out = (np.zeros((num, num_points, 2), np.float32), np.zeros((num, num_points), np.float32),
+           np.zeros((num, num_points), bool))
+    for k in range(num):
+        index = np.flatnonzero(valid[k])
+        if not index.size:
+            continue
+        if index.size != num_points:
+            index = rng.choice(index, num_points, replace=index.size < num_points)
+        out[0][k], out[1][k], out[2][k] = coords[k, index], labels[k, index], True
+    return out
+
+
 def augment_instances(example: Mapping[str, Any], rng: np.random.Generator,
-                      cfg: InstanceAugmentConfig | Any) -> dict[str, np.ndarray]:
+                      cfg: InstanceAugmentConfig | Any, num_points: int = 0) -> dict[str, np.ndarray]:
     """Resize, crop, flip, pad one example to fixed shapes.
 
     Returns {"image" uint8 (h, w, 3), "boxes" float32 (M, 4) xyxy pixels, "classes" int32
     (M,), "masks" uint8 (M, h, w), "valid" bool (M,), "image_size" int32 (2,) = (height,
     width) of the content inside the padded canvas}. Padded rows are zero (class 0, not valid).
+
+    With ``num_points`` = P > 0 (point supervision) the example has point labels instead of
+    masks (``CocoSource(points=...)``); P per instance are taken (``_take_points``), moved with
+    the image as the boxes are, and the result has "point_coords" float32 (M, P, 2) (x, y)
+    pixels, "point_labels" float32 (M, P) 0/1 and "point_valid" bool (M, P) in place of
+    "masks"; a point outside the image after the crop is not valid (PointSup marks it
+    unlabelled). Without masks, a box cut by the crop is clipped to it, an instance is dropped
+    when its box is empty, and the truncation keeps the largest boxes.
     """
     cfg = InstanceAugmentConfig.from_config(cfg)
-    image, masks, boxes, classes = _check_example(example)
+    image, masks, boxes, classes = _check_example(example, with_masks=not num_points)
+    if num_points:
+        instances = dict(zip(("point_coords", "point_labels", "point_valid"),
+                             _take_points(example, num_points, rng)))
+    else:
+        instances = {"masks": masks}
+    instances["classes"] = classes
     height, width = image.shape[:2]
     new_h, new_w = _train_size(height, width, rng, cfg)
     image = resize_image(image, (new_h, new_w))
-    masks = resize_masks(masks, (new_h, new_w))
     boxes = _scale_boxes(boxes, new_h / height, new_w / width)
+    if num_points:
+        scale = np.asarray([new_w / width, new_h / height], np.float32)
+        instances["point_coords"] = instances["point_coords"] * scale
+    else:
+        instances["masks"] = resize_masks(instances["masks"], (new_h, new_w))
 
     crop_h, crop_w = cfg.crop_size
     y0 = int(rng.integers(0, new_h - crop_h + 1)) if new_h > crop_h else 0
@@ -219,22 +276,50 @@ def augment_instances(example: Mapping[str, Any], rng: np.random.Generator,
     out_h, out_w = min(new_h, crop_h), min(new_w, crop_w)
     if (out_h, out_w) != (new_h, new_w):
         image = image[y0:y0 + out_h, x0:x0 + out_w]
-        masks = masks[:, y0:y0 + out_h, x0:x0 + out_w]
         boxes = boxes - np.asarray([x0, y0, x0, y0], np.float32)
-        cut = ((boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > out_w) | (boxes[:, 3] > out_h))
-        if cut.any():
-            boxes[cut] = mask_boxes(masks[cut])
-    boxes = np.clip(boxes, 0, np.asarray([out_w, out_h, out_w, out_h], np.float32))
-    keep = masks.any(axis=(1, 2))
-    masks, boxes, classes = masks[keep], boxes[keep], classes[keep]
+        if num_points:
+            instances["point_coords"] = instances["point_coords"] - np.asarray([x0, y0], np.float32)
+        else:
+            masks = instances["masks"] = instances["masks"][:, y0:y0 + out_h, x0:x0 + out_w]
+            cut = ((boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > out_w) | (boxes[:, 3] > out_h))
+            if cut.any():
+                boxes[cut] = mask_boxes(masks[cut])
+    instances["boxes"] = boxes = np.clip(boxes, 0, np.asarray([out_w, out_h, out_w, out_h], np.float32))
+    if num_points:
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    else:
+        keep = instances["masks"].any(axis=(1, 2))
+    instances = {key: value[keep] for key, value in instances.items()}
 
     if rng.random() < 0.5 and cfg.flip:
-        image, masks = image[:, ::-1], masks[:, :, ::-1]
-        boxes = np.stack([out_w - boxes[:, 2], boxes[:, 1], out_w - boxes[:, 0], boxes[:, 3]], axis=1)
+        image = image[:, ::-1]
+        boxes = instances["boxes"]
+        instances["boxes"] = np.stack([out_w - boxes[:, 2], boxes[:, 1], out_w - boxes[:, 0], boxes[:, 3]],
+                                      axis=1)
+        if num_points:
+            xy = instances["point_coords"]
+            instances["point_coords"] = np.stack([out_w - xy[..., 0], xy[..., 1]], axis=-1)
+        else:
+            instances["masks"] = instances["masks"][:, :, ::-1]
 
-    masks, boxes, classes = _truncate(masks, boxes, classes, cfg.max_instances)
+    if num_points:
+        xy = instances["point_coords"]
+        instances["point_valid"] &= ((xy[..., 0] >= 0) & (xy[..., 0] <= out_w)
+                                     & (xy[..., 1] >= 0) & (xy[..., 1] <= out_h))
+        boxes = instances["boxes"]
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    else:
+        areas = instances["masks"].sum(axis=(1, 2), dtype=np.int64)
+    instances = _truncate(instances, areas, cfg.max_instances)
     out = {"image": _pad_image(image, cfg.crop_size)}
-    out.update(_pad_instances(masks, boxes, classes, cfg.max_instances, cfg.crop_size))
+    out.update(_pad_instances(instances.get("masks"), instances["boxes"], instances["classes"],
+                              cfg.max_instances, None if num_points else cfg.crop_size))
+    if num_points:
+        num = instances["boxes"].shape[0]
+        for key, shape in (("point_coords", (num_points, 2)), ("point_labels", (num_points,)),
+                           ("point_valid", (num_points,))):
+            out[key] = np.zeros((cfg.max_instances, *shape), instances[key].dtype)
+            out[key][:num] = instances[key]
     out["image_size"] = np.asarray([out_h, out_w], np.int32)
     return out
 
@@ -248,18 +333,24 @@ def pack_masks(masks: np.ndarray) -> np.ndarray:
 
 class InstanceAugment:
     """``augment_instances`` as grain's random_map transform (a class, so it pickles), with
-    the masks bit-packed: ``"mask_bits"`` uint8 (M, h, ceil(w / 8)) replaces ``"masks"``."""
+    the masks bit-packed: ``"mask_bits"`` uint8 (M, h, ceil(w / 8)) replaces ``"masks"``; with
+    ``num_points`` > 0 the point labels of point supervision instead (no masks)."""
 
-    def __init__(self, cfg: InstanceAugmentConfig | Any):
+    def __init__(self, cfg: InstanceAugmentConfig | Any, num_points: int = 0):
         self.cfg = InstanceAugmentConfig.from_config(cfg)
+        if int(num_points) < 0:
+            raise ValueError(f"InstanceAugment num_points must be >= 0, got {num_points}.")
+        self.num_points = int(num_points)
 
     def __call__(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        out = augment_instances(example, rng, self.cfg)
-        out["mask_bits"] = pack_masks(out.pop("masks"))
+        out = augment_instances(example, rng, self.cfg, self.num_points)
+        if not self.num_points:
+            out["mask_bits"] = pack_masks(out.pop("masks"))
         return out
 
     def __repr__(self) -> str:
-        return f"InstanceAugment({self.cfg!r})"
+        points = f", num_points={self.num_points}" if self.num_points else ""
+        return f"InstanceAugment({self.cfg!r}{points})"
 
 
 # --------------------------------------------------------------------------------------

@@ -1,14 +1,18 @@
-"""Instance segmentation configs (Mask R-CNN with the PointRend or the 28x28 mask head): the
-shared keys plus the instance ones, and their checks."""
+"""Instance segmentation configs (Mask R-CNN with the PointRend, the 28x28 or Implicit
+PointRend's mask head): the shared keys plus the instance ones, and their checks."""
 from __future__ import annotations
+
+import math
 
 import ml_collections
 from ml_collections import config_dict
 
 from pointrend_jax import config as config_lib
-from pointrend_jax.models.mask_head import MASK_HEADS
+from pointrend_jax.data import SYNTHETIC_INSTANCE_VARIANTS
+from pointrend_jax.data.coco import POINT_SOURCES
+from pointrend_jax.models.mask_head import MASK_HEADS, POINT_SUPERVISED_HEADS
 
-DATASETS = ("synthetic_instances", "coco")
+DATASETS = ("synthetic_instances", "coco", "cityscapes_instances")
 
 # keys of the other task's configs that users reach for here -> what to use instead
 REPLACEMENTS = {
@@ -27,12 +31,25 @@ def instance_config() -> ml_collections.ConfigDict:
     640..800 (max 1333) padded to a fixed 1344x1344 canvas (static shapes)."""
     c = config_lib.base_config()
     c.task = "instance"
-    c.data.name = "synthetic_instances"  # "synthetic_instances" | "coco" (COCO-format files)
+    # "synthetic_instances" | "coco" (COCO-format files) | "cityscapes_instances" (the download)
+    c.data.name = "synthetic_instances"
     c.data.image_size = config_dict.placeholder(int)  # synthetic_instances: picture side
+    # synthetic_instances: "standard" (128 px pictures, objects 8-60 px) | "large" (384-512 px
+    # pictures, objects 64-300 px with thin parts and holes; data.image_size does not apply)
+    c.data.variant = "standard"
     c.data.train_images = config_dict.placeholder(str)  # coco: image folder of the train json
     c.data.train_json = config_dict.placeholder(str)  # coco: COCO-format instances json
     c.data.val_images = config_dict.placeholder(str)  # coco: image folder of the val json
     c.data.val_json = config_dict.placeholder(str)  # coco: COCO-format val instances json
+    # point supervision (detectron2's PointSup): the mask losses see this many labelled points
+    # per training instance instead of its mask (0: full masks); evaluation uses the val masks
+    c.data.point_supervision = 0
+    # where the labelled points come from: "masks" (sampled once per instance from the train
+    # masks by PointSup's rule) | "json" (PointSup's point_coords/point_labels in train_json)
+    c.data.point_source = "masks"
+    c.data.point_seed = 0  # point_source="masks": seed of the points sampled per instance
+    # coco: train only on images with a non-crowd instance (detectron2's FILTER_EMPTY_ANNOTATIONS)
+    c.data.filter_empty_annotations = True
 
     c.augment.crop_size = (1344, 1344)  # the fixed canvas every training image is padded to
     c.augment.short_side = (640, 672, 704, 736, 768, 800)
@@ -41,7 +58,9 @@ def instance_config() -> ml_collections.ConfigDict:
     c.augment.max_instances = 100  # ground-truth instances per image (more: largest kept)
 
     c.model.backbone.freeze_at = 2
-    c.model.mask_head = "pointrend"  # "pointrend" | "maskrcnn" (the 4-conv 28x28 baseline)
+    # "pointrend" | "maskrcnn" (the 4-conv 28x28 baseline) | "implicit_pointrend" (Implicit
+    # PointRend: a per-region MLP whose parameters a head predicts)
+    c.model.mask_head = "pointrend"
     c.model.rpn = ml_collections.ConfigDict()
     c.model.rpn.anchor_sizes = (32, 64, 128, 256, 512)  # one per level p2..p6
     c.model.rpn.aspect_ratios = (0.5, 1.0, 2.0)  # anchor height / width
@@ -62,7 +81,10 @@ def instance_config() -> ml_collections.ConfigDict:
     c.model.roi_heads.detections_per_image = 100  # D: detections kept per image
     c.model.roi_heads.test_topk_candidates = 2000  # (box, class) pairs entering NMS
     c.model.roi_heads.box_pooler_side = 7  # ROIAlign output side of the box head
-    c.model.roi_heads.sampling_ratio = 2  # ROIAlign samples per bin side (fixed: static shapes)
+    # ROIAlign samples per bin side (box head, 28x28 head, mask targets); 0: detectron2's
+    # adaptive ceil(bin side), up to max_sampling_ratio sample slots (each costs compute)
+    c.model.roi_heads.sampling_ratio = 0
+    c.model.roi_heads.max_sampling_ratio = 8  # sample slots per bin side with sampling_ratio 0
     c.model.roi_heads.box_fc_dim = 1024  # box head FC width
     c.model.roi_heads.box_num_fc = 2  # box head FC layers
     # mask head trained on the box head's regressed boxes (detectron2's TRAIN_ON_PRED_BOXES,
@@ -71,19 +93,30 @@ def instance_config() -> ml_collections.ConfigDict:
     c.model.roi_heads.mask_conv_dim = 256  # mask head conv channels
     c.model.roi_heads.cls_agnostic_mask = False  # one mask channel shared by all classes
     c.model.roi_heads.mask_pooler_side = 14  # maskrcnn head: 14x14 ROIAlign -> 28x28 masks
-    c.model.roi_heads.coarse_mask_features = ("p2",)  # pointrend: coarse head input
-    c.model.roi_heads.coarse_mask_pooler_side = 14  # pointrend: ROIAlign side of the coarse head
+    # pointrend: coarse head input; implicit_pointrend: the parameter head's
+    c.model.roi_heads.coarse_mask_features = ("p2",)
+    # pointrend: ROIAlign side of the coarse head; implicit_pointrend: the parameter head's
+    c.model.roi_heads.coarse_mask_pooler_side = 14
     c.model.roi_heads.coarse_mask_side = 7  # pointrend: coarse mask side
-    c.model.roi_heads.coarse_mask_fc_dim = 1024  # pointrend: coarse head FC width
-    c.model.roi_heads.coarse_mask_num_fc = 2  # pointrend: coarse head FC layers
+    # pointrend: coarse head FC width; implicit_pointrend: the parameter head's
+    c.model.roi_heads.coarse_mask_fc_dim = 1024
+    c.model.roi_heads.coarse_mask_num_fc = 2  # pointrend (coarse), implicit_pointrend: head FCs
+    # Implicit PointRend (detectron2's MODEL.IMPLICIT_POINTREND; its MLP has pointrend.num_fc
+    # hidden layers of pointrend.fc_dim and sees pointrend.fine_features)
+    c.model.implicit_pointrend = ml_collections.ConfigDict()
+    c.model.implicit_pointrend.image_feature_enabled = True  # fine features enter the MLP
+    c.model.implicit_pointrend.pos_enc_enabled = True  # the points' Fourier features enter it
+    # weight of loss_l2, the mean squared predicted MLP parameter
+    c.model.implicit_pointrend.params_l2_regularizer = 1e-5
 
     c.pointrend.fine_features = ("p2",)
     c.pointrend.train_num_points = 14 * 14  # per box
-    c.pointrend.subdivision_steps = 5  # 7 -> 224
+    # 7 -> 224; implicit_pointrend: sqrt(subdivision_num_points) * 2**steps (its recipe: 3)
+    c.pointrend.subdivision_steps = 5
     c.pointrend.subdivision_num_points = 28 * 28
 
     c.loss.mask_weight = 1.0  # weight of loss_mask (the coarse or 28x28 mask loss)
-    c.loss.mask_point_weight = 1.0  # weight of loss_mask_point (PointRend's point loss)
+    c.loss.mask_point_weight = 1.0  # weight of loss_mask_point (both PointRends' point loss)
 
     c.optimizer.name = "sgd"
     c.optimizer.learning_rate = 0.02
@@ -113,6 +146,8 @@ def _small_instance_images(c: ml_collections.ConfigDict) -> None:
     c.model.backbone.norm = "bn"
     c.model.backbone.freeze_at = 0
     c.model.rpn.anchor_sizes = (8, 16, 32, 64, 128)
+    # a fixed 2 samples per bin side: adaptive sampling pays for its 8 slots on every region
+    c.model.roi_heads.sampling_ratio = 2
     c.eval.size_divisor = 32
 
 
@@ -150,6 +185,18 @@ def instance_cpu_sized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     c.train.log_every = 25
     c.train.checkpoint_every = 1000
     c.train.image_summary_every = 1000
+    return c
+
+
+def instance_large(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`instance_cpu_sized` on the large synthetic variant (384-512 px pictures, objects
+    64-300 px with holes and thin parts): a 512x512 canvas (batch 8), anchors 32..512 px, at
+    most 16 detections (2-6 objects a picture), pictures evaluated at their own size."""
+    c.data.variant = "large"
+    c.augment.crop_size = (512, 512)
+    c.augment.max_instances = 8
+    c.model.rpn.anchor_sizes = (32, 64, 128, 256, 512)
+    c.model.roi_heads.detections_per_image = 16
     return c
 
 
@@ -195,6 +242,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.validate_shared(config)
     config_lib.choice("data.name", config.data.name, DATASETS)
     config_lib.choice("model.mask_head", config.model.mask_head, MASK_HEADS)
+    config_lib.choice("data.variant", config.data.variant, SYNTHETIC_INSTANCE_VARIANTS)
+    _validate_point_supervision(config)
     rpn, roi = config.model.rpn, config.model.roi_heads
     config_lib.check_positive({
         "augment.max_instances": config.augment.max_instances,
@@ -206,8 +255,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "model.roi_heads.batch_size_per_image": roi.batch_size_per_image,
         "model.roi_heads.detections_per_image": roi.detections_per_image,
         "model.roi_heads.test_topk_candidates": roi.test_topk_candidates,
-        "model.roi_heads.sampling_ratio": roi.sampling_ratio,
+        "model.roi_heads.max_sampling_ratio": roi.get("max_sampling_ratio", 8),
     })
+    if not (isinstance(roi.sampling_ratio, int) and roi.sampling_ratio >= 0):
+        raise ValueError(f"--config.model.roi_heads.sampling_ratio={roi.sampling_ratio!r} must be "
+                         "an int >= 1 (samples per bin side) or 0 (adaptive)")
     if len(rpn.anchor_sizes) != 5:
         raise ValueError(f"--config.model.rpn.anchor_sizes={tuple(rpn.anchor_sizes)} needs one "
                          "size per FPN level p2..p6 (5 values)")
@@ -216,6 +268,52 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if int(roi.batch_size_per_image * roi.positive_fraction) < 1:
         raise ValueError("--config.model.roi_heads.batch_size_per_image * positive_fraction must "
                          "allow at least one foreground region")
+    if config.model.mask_head == "implicit_pointrend":
+        _validate_implicit(config)
     if config.eval.size_divisor % 32:
         raise ValueError(f"--config.eval.size_divisor={config.eval.size_divisor} must be a "
                          "multiple of 32 (the backbone's stride)")
+
+
+def _validate_point_supervision(config: ml_collections.ConfigDict) -> None:
+    """The `data.point_*` keys: a count >= 0, a known source, a head that can learn from
+    points, and a json that can carry them."""
+    data = config.data
+    if not isinstance(data.point_supervision, int) or data.point_supervision < 0:
+        raise ValueError(f"--config.data.point_supervision={data.point_supervision!r} must be an "
+                         "int >= 0 (labelled points per instance; 0: train on full masks)")
+    config_lib.choice("data.point_source", data.point_source, POINT_SOURCES)
+    if not data.point_supervision:
+        return
+    if config.model.mask_head not in POINT_SUPERVISED_HEADS:
+        raise ValueError(f"--config.data.point_supervision={data.point_supervision} needs a mask "
+                         f"head trained from points, one of {list(POINT_SUPERVISED_HEADS)}; "
+                         f"--config.model.mask_head is {config.model.mask_head!r}")
+    if data.point_source == "json" and data.name != "coco":
+        raise ValueError(f"--config.data.point_source='json' reads point labels from "
+                         f"--config.data.train_json (data.name='coco'); {data.name!r} has none: "
+                         "use --config.data.point_source=masks")
+
+
+def _validate_implicit(config: ml_collections.ConfigDict) -> None:
+    """The keys `model.mask_head="implicit_pointrend"` reads, as detectron2 checks them."""
+    implicit, point = config.model.implicit_pointrend, config.pointrend
+    head = "with --config.model.mask_head=implicit_pointrend"
+    num_points = point.subdivision_num_points
+    if math.isqrt(num_points) ** 2 != num_points:
+        raise ValueError(f"--config.pointrend.subdivision_num_points={num_points} must be a "
+                         f"square {head}: its masks start on a sqrt(N) x sqrt(N) grid "
+                         "(e.g. 196 or 784)")
+    if point.num_fc < 1:
+        raise ValueError(f"--config.pointrend.num_fc={point.num_fc} must be >= 1 {head} "
+                         "(its MLP has num_fc hidden layers and a predictor)")
+    config_lib.check_positive({"pointrend.fc_dim": point.fc_dim})
+    if not (implicit.image_feature_enabled or implicit.pos_enc_enabled):
+        raise ValueError("--config.model.implicit_pointrend.image_feature_enabled and "
+                         "pos_enc_enabled are both False: the MLP would have no input")
+    if implicit.params_l2_regularizer < 0:
+        raise ValueError("--config.model.implicit_pointrend.params_l2_regularizer must be >= 0; "
+                         f"got {implicit.params_l2_regularizer}")
+    if point.activation != "relu":
+        raise ValueError(f"--config.pointrend.activation={point.activation!r}: {head} the "
+                         "MLP uses ReLU, as detectron2's ImplicitPointHead")

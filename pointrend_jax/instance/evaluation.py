@@ -4,9 +4,13 @@ pictures and the COCO results file.
 
 Writes under `WORKDIR/eval/`: `metrics.json` = `{"step", "coarse": {"bbox_AP", "segm_AP",
 "segm_AP50", "segm_AP75", ...}, "pointrend": {...}}` (fractions as pycocotools gives them;
-with `model.mask_head="maskrcnn"` "coarse" holds its 28x28 masks and "pointrend" is null),
-`examples/STEM.png` (ground truth | coarse | PointRend, detections scoring at least
-`eval.example_score_thresh`, with the points the last subdivision step re-predicted) and,
+with `model.mask_head="maskrcnn"` "coarse" holds its 28x28 masks and "pointrend" is null; with
+"implicit_pointrend" "coarse" is its first 28x28 regular-grid prediction),
+with data.name="cityscapes_instances" also `"cityscapes": {"AP", "AP50"}`, the final masks'
+AP and AP50 in percent from cityscapesscripts' instance evaluation as detectron2's
+CityscapesInstanceEvaluator reports them (`cityscapes_metrics.py`; process 0 evaluates the
+gathered results), `examples/STEM.png` (ground truth | coarse | PointRend, detections scoring
+at least `eval.example_score_thresh`, with the points the last subdivision step re-predicted) and,
 with `eval.save_predictions`, `predictions.json` (the final masks' detections, COCO results
 format, image and category ids of the val json).
 """
@@ -22,7 +26,7 @@ from tqdm import tqdm
 
 from pointrend_jax import visualize
 from pointrend_jax.data.pipeline import eval_examples, num_eval_examples
-from pointrend_jax.instance import coco_metrics
+from pointrend_jax.instance import cityscapes_metrics, coco_metrics
 from pointrend_jax.instance.predictor import make_instance_predict_fn, predict_instances
 from pointrend_jax.workdir import restore_variables
 
@@ -50,7 +54,7 @@ def evaluate_instances(config, workdir, data, model) -> dict:
     variables, step = restore_variables(workdir, model, tuple(config.augment.crop_size),
                                         config.eval.step)
     predict = make_instance_predict_fn(model)
-    pointrend = config.model.mask_head == "pointrend"
+    pointrend = config.model.mask_head in ("pointrend", "implicit_pointrend")  # subdivides
     names = ("coarse", "pointrend") if pointrend else ("coarse",)
     category_ids = data.val.category_ids
     coco_gt = data.val.coco_gt()
@@ -93,12 +97,19 @@ def evaluate_instances(config, workdir, data, model) -> dict:
         for n in names:
             report[n] = coco_metrics.evaluate_coco(coco_gt, results[n], image_ids=image_ids,
                                                    boundary=config.eval.boundary_ap)
+        if hasattr(data.val, "instance_id_files"):  # Cityscapes: its official instance AP too
+            report["cityscapes"] = cityscapes_metrics.evaluate_cityscapes(
+                results[names[-1]], {i: data.val.stems[i] for i in image_ids},
+                {i: data.val.instance_id_files[i] for i in image_ids})
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
         if config.eval.save_predictions:
             (out_dir / "predictions.json").write_text(json.dumps(results[names[-1]]))
         print(f"step {step}, {len(image_ids)} val images")
         print(coco_metrics.format_instance_table({n: report[n] for n in names}))
+        if "cityscapes" in report:
+            print("Cityscapes instance AP (cityscapesscripts, %): AP {AP:.2f}, AP50 {AP50:.2f}"
+                  .format(**report["cityscapes"]))
     return report
 
 

@@ -84,8 +84,8 @@ class InstancePredictor:
         """`image` uint8 `(H, W, 3)` RGB -> `{"boxes" (D, 4) (x0, y0, x1, y1) pixels,
         "classes" (D,) int32 (indices into `class_names`), "scores" (D,), "masks" bool
         (D, H, W)}`, detections by decreasing score; `return_coarse` adds "coarse_masks"
-        (the 7x7 coarse masks pasted), `return_points` adds "points" (image pixels per
-        subdivision step)."""
+        (the coarse masks pasted: PointRend's 7x7, Implicit PointRend's first regular grid),
+        `return_points` adds "points" (image pixels per subdivision step)."""
         image = check_image(image)
         return predict_instances(self._predict, self.variables, image, self.config.augment,
                                  self.config.eval.size_divisor, with_coarse=return_coarse,

@@ -309,11 +309,30 @@ def batched_nms(boxes: jax.Array, scores: jax.Array, groups: jax.Array, *, iou_t
 # --------------------------------------------------------------------------- ROIAlign
 
 
-def _roi_sample_coords(boxes, scale, h, w, output_size, sampling_ratio, aligned):
+def sample_counts(extent: jax.Array, output_size: int, sampling_ratio: int,
+                  max_sampling_ratio: int) -> jax.Array:
+    """Samples per bin along one axis for ROIs of `extent (...)` (map pixels) split into
+    `output_size` bins: `sampling_ratio` if it is >= 1, else torchvision's adaptive rule
+    ceil(extent / output_size) (0 for an empty or inverted ROI), at most
+    `max_sampling_ratio` (the static number of sample slots). int32 `(...)`."""
+    if sampling_ratio > 0:
+        return jnp.full(jnp.shape(extent), sampling_ratio, jnp.int32)
+    n = jnp.ceil(jnp.asarray(extent, jnp.float32) / output_size)
+    return jnp.clip(n, 0, max_sampling_ratio).astype(jnp.int32)
+
+
+def _slots(sampling_ratio: int, max_sampling_ratio: int) -> int:
+    return sampling_ratio if sampling_ratio > 0 else max_sampling_ratio
+
+
+def _roi_sample_coords(boxes, scale, h, w, output_size, sampling_ratio, max_sampling_ratio,
+                       aligned):
     """Sample points of ROIAlign in pixel coordinates of a map `(h, w)` (pixel centre j at
     j), and whether each one contributes. `boxes (N, R, 4)`; `scale`, `h`, `w` scalars or
-    `(N, R)` arrays. Returns `x (N, R, o, S)`, `y (N, R, o, S)`, `x_ok`, `y_ok`, with the
-    coordinates already clamped into `[0, w - 1]`, `[0, h - 1]` as torchvision does."""
+    `(N, R)` arrays. Returns `x (N, R, o, S)`, `y (N, R, o, S)`, `x_ok`, `y_ok` (S sample
+    slots per bin side, see :func:`sample_counts`) with the coordinates already clamped into
+    `[0, w - 1]`, `[0, h - 1]` as torchvision does, and `count (N, R)`, the number of samples
+    each bin averages (torchvision divides by it even where samples fall outside the map)."""
     offset = 0.5 if aligned else 0.0
     boxes = boxes.astype(jnp.float32)
     scale = jnp.asarray(scale, jnp.float32)
@@ -324,29 +343,29 @@ def _roi_sample_coords(boxes, scale, h, w, output_size, sampling_ratio, aligned)
     if not aligned:
         roi_w = jnp.maximum(roi_w, 1.0)
         roi_h = jnp.maximum(roi_h, 1.0)
-    # Fraction of a bin at which each sample lies: (bin + (s + 0.5) / S), (o, S).
-    frac = (np.arange(output_size, dtype=np.float32)[:, None]
-            + (np.arange(sampling_ratio, dtype=np.float32)[None, :] + 0.5) / sampling_ratio)
-    frac = jnp.asarray(frac)
+    slots = _slots(sampling_ratio, max_sampling_ratio)
+    bins = jnp.arange(output_size, dtype=jnp.float32)[:, None]
+    slot = jnp.arange(slots, dtype=jnp.float32)[None, :]
 
     def axis(start, size, extent):
-        bin_size = (size / output_size)[..., None, None]
-        p = start[..., None, None] + frac * bin_size
+        n = sample_counts(size, output_size, sampling_ratio, max_sampling_ratio)
+        nf = jnp.maximum(n, 1).astype(jnp.float32)[..., None, None]
+        # Fraction of the ROI at which each sample lies: (bin + (s + 0.5) / n) / o.
+        p = start[..., None, None] + (bins + (slot + 0.5) / nf) * (size / output_size)[..., None, None]
         extent = jnp.asarray(extent, jnp.float32)
         extent = extent[..., None, None] if extent.ndim else extent
-        ok = (p >= -1.0) & (p <= extent)
-        return jnp.clip(p, 0.0, extent - 1.0), ok
+        ok = (p >= -1.0) & (p <= extent) & (slot < n[..., None, None])
+        return jnp.clip(p, 0.0, extent - 1.0), ok, n
 
-    x, x_ok = axis(start_x, roi_w, w)
-    y, y_ok = axis(start_y, roi_h, h)
-    return x, y, x_ok, y_ok
+    x, x_ok, nx = axis(start_x, roi_w, w)
+    y, y_ok, ny = axis(start_y, roi_h, h)
+    return x, y, x_ok, y_ok, jnp.maximum(nx * ny, 1)
 
 
-def _sample_and_pool(features, x, y, x_ok, y_ok, norm_w, norm_h, output_size, sampling_ratio):
+def _sample_and_pool(features, x, y, x_ok, y_ok, count, norm_w, norm_h, output_size):
     """Bilinear samples at pixel coordinates `x`, `y` `(N, R, o, S)` of a map `(norm_h,
-    norm_w)` large, averaged per bin -> `(N, R, o, o, C)`."""
-    n, r = x.shape[:2]
-    o, s = output_size, sampling_ratio
+    norm_w)` large, summed per bin and divided by `count (N, R)` -> `(N, R, o, o, C)`."""
+    n, r, o, s = x.shape
     shape = (n, r, o, s, o, s)
     xn = jnp.broadcast_to(((x + 0.5) / norm_w)[:, :, None, None, :, :], shape)
     yn = jnp.broadcast_to(((y + 0.5) / norm_h)[:, :, :, :, None, None], shape)
@@ -358,10 +377,11 @@ def _sample_and_pool(features, x, y, x_ok, y_ok, norm_w, norm_h, output_size, sa
     c = features.shape[-1]
     values = point_sample(features, coords).reshape(n, r, o, s, o, s, c)
     acc = jnp.promote_types(features.dtype, jnp.float32)
-    return jnp.mean(values.astype(acc), axis=(3, 5)).astype(features.dtype)
+    total = jnp.sum(values.astype(acc), axis=(3, 5))
+    return (total / count[:, :, None, None, None].astype(acc)).astype(features.dtype)
 
 
-def _check_roi_args(features, boxes, output_size, sampling_ratio):
+def _check_roi_args(features, boxes, output_size, sampling_ratio, max_sampling_ratio):
     if np.ndim(features) != 4 or 0 in np.shape(features):
         raise ValueError(f"features must be a non-empty (N, H, W, C) array; got {tuple(np.shape(features))}")
     _check_boxes("boxes", boxes, rank=3)
@@ -369,29 +389,33 @@ def _check_roi_args(features, boxes, output_size, sampling_ratio):
         raise ValueError(f"boxes has batch size {np.shape(boxes)[0]} but features has "
                          f"{np.shape(features)[0]}")
     _check_int("output_size", output_size)
-    _check_int("sampling_ratio", sampling_ratio)
+    _check_int("sampling_ratio", sampling_ratio, 0)
+    _check_int("max_sampling_ratio", max_sampling_ratio)
 
 
 def roi_align(features: jax.Array, boxes: jax.Array, *, output_size: int, spatial_scale: float,
-              sampling_ratio: int, aligned: bool = True) -> jax.Array:
+              sampling_ratio: int, max_sampling_ratio: int = 8,
+              aligned: bool = True) -> jax.Array:
     """ROIAlign of `boxes (N, R, 4)` (image pixels) on `features (N, H, W, C)` ->
     `(N, R, output_size, output_size, C)`.
 
-    torchvision's `roi_align` (d2's ROIAlignV2 with `aligned=True`) with a fixed
-    `sampling_ratio >= 1` samples per bin and axis: box coordinates are multiplied by
-    `spatial_scale` (minus 0.5 when aligned; without alignment ROI sizes are at least 1);
-    samples below -1 or beyond the map size contribute 0, the others are clamped into the
-    map and interpolated bilinearly; each bin averages its `sampling_ratio**2` samples.
-    Differentiable w.r.t. `features`.
+    torchvision's `roi_align` (d2's ROIAlignV2 with `aligned=True`): box coordinates are
+    multiplied by `spatial_scale` (minus 0.5 when aligned; without alignment ROI sizes are
+    at least 1); each bin averages a grid of samples, `sampling_ratio` per side, or with
+    `sampling_ratio=0` torchvision's adaptive ceil(bin side) per side, capped at
+    `max_sampling_ratio` (static shapes: every ROI has that many sample slots, unused ones
+    weigh 0; a ROI whose bins are wider than the cap gets the cap's samples spread evenly).
+    Samples below -1 or beyond the map size contribute 0, the others are clamped into the
+    map and interpolated bilinearly. Differentiable w.r.t. `features`.
     """
-    _check_roi_args(features, boxes, output_size, sampling_ratio)
+    _check_roi_args(features, boxes, output_size, sampling_ratio, max_sampling_ratio)
     if not float(spatial_scale) > 0:
         raise ValueError(f"spatial_scale must be > 0; got {spatial_scale!r}")
     _, h, w, _ = np.shape(features)
-    x, y, x_ok, y_ok = _roi_sample_coords(jnp.asarray(boxes), float(spatial_scale), h, w,
-                                          output_size, sampling_ratio, aligned)
-    return _sample_and_pool(jnp.asarray(features), x, y, x_ok, y_ok, w, h, output_size,
-                            sampling_ratio)
+    x, y, x_ok, y_ok, count = _roi_sample_coords(jnp.asarray(boxes), float(spatial_scale), h, w,
+                                                 output_size, sampling_ratio,
+                                                 max_sampling_ratio, aligned)
+    return _sample_and_pool(jnp.asarray(features), x, y, x_ok, y_ok, count, w, h, output_size)
 
 
 def assign_levels(boxes: jax.Array, min_level: int, max_level: int,
@@ -414,8 +438,9 @@ def assign_levels(boxes: jax.Array, min_level: int, max_level: int,
 
 
 def multilevel_roi_align(features: Sequence[jax.Array], strides: Sequence[int], boxes: jax.Array,
-                         *, output_size: int, sampling_ratio: int, canonical_box_size: float = 224,
-                         canonical_level: int = 4, aligned: bool = True) -> jax.Array:
+                         *, output_size: int, sampling_ratio: int, max_sampling_ratio: int = 8,
+                         canonical_box_size: float = 224, canonical_level: int = 4,
+                         aligned: bool = True) -> jax.Array:
     """ROIAlign of `boxes (N, R, 4)` on FPN levels `features[l] (N, H_l, W_l, C)` with
     `strides[l] = 2**level` (consecutive levels, finest first) -> `(N, R, o, o, C)`, each box
     on the level that :func:`assign_levels` picks (d2's ROIPooler with ROIAlignV2).
@@ -440,14 +465,15 @@ def multilevel_roi_align(features: Sequence[jax.Array], strides: Sequence[int], 
     if levels != list(range(levels[0], levels[0] + len(levels))):
         raise ValueError(f"strides must be consecutive powers of two, finest first; got {strides}")
     for i, f in enumerate(features):
-        _check_roi_args(f, boxes, output_size, sampling_ratio)
+        _check_roi_args(f, boxes, output_size, sampling_ratio, max_sampling_ratio)
         if np.shape(f)[0] != np.shape(features[0])[0] or np.shape(f)[-1] != np.shape(features[0])[-1]:
             raise ValueError(f"features[{i}] has shape {tuple(np.shape(f))}, inconsistent with "
                              f"features[0] {tuple(np.shape(features[0]))} (N and C must agree)")
     boxes = jnp.asarray(boxes)
     if len(features) == 1:
         return roi_align(features[0], boxes, output_size=output_size, spatial_scale=1.0 / strides[0],
-                         sampling_ratio=sampling_ratio, aligned=aligned)
+                         sampling_ratio=sampling_ratio, max_sampling_ratio=max_sampling_ratio,
+                         aligned=aligned)
 
     level_idx = assign_levels(boxes, levels[0], levels[-1], canonical_box_size, canonical_level)
     # Atlas layout: level 0 at (0, 0); level l >= 1 at x = W_0 + 1, stacked downwards.
@@ -466,12 +492,12 @@ def multilevel_roi_align(features: Sequence[jax.Array], strides: Sequence[int], 
         atlas = atlas.at[:, oy:oy + hl, ox:ox + wl].set(jnp.asarray(f, dtype))
 
     pick = lambda values: jnp.asarray(np.asarray(values, np.float32))[level_idx]
-    x, y, x_ok, y_ok = _roi_sample_coords(
+    x, y, x_ok, y_ok, count = _roi_sample_coords(
         boxes, pick([1.0 / s for s in strides]), pick([hl for hl, _ in sizes]),
-        pick([wl for _, wl in sizes]), output_size, sampling_ratio, aligned)
+        pick([wl for _, wl in sizes]), output_size, sampling_ratio, max_sampling_ratio, aligned)
     x = x + pick([ox for _, ox in origins])[..., None, None]
     y = y + pick([oy for oy, _ in origins])[..., None, None]
-    return _sample_and_pool(atlas, x, y, x_ok, y_ok, atlas_w, atlas_h, output_size, sampling_ratio)
+    return _sample_and_pool(atlas, x, y, x_ok, y_ok, count, atlas_w, atlas_h, output_size)
 
 
 # --------------------------------------------------------------------------- matching

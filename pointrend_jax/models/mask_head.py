@@ -1,6 +1,7 @@
 """Mask heads of the instance model: PointRend's (coarse 7x7 head + point head + the mask
 subdivision loop, as detectron2's `PointRendMaskHead`) and Mask R-CNN's 4-conv 28x28 head
-(detectron2's `MaskRCNNConvUpsampleHead`), the baseline for A/B.
+(detectron2's `MaskRCNNConvUpsampleHead`), the baseline for A/B. Implicit PointRend's head
+(`implicit_mask_head`) has the same interface and reuses the helpers here.
 
 Shapes: N images, R regions (boxes) per image, M ground-truth instances per image,
 H x W padded image, K classes, P points per region, C feature channels. Boxes are
@@ -9,6 +10,9 @@ H x W padded image, K classes, P points per region, C feature channels. Boxes ar
 Both heads have the same interface:
   `losses(features, boxes, classes, valid, mask_bits, gt_index, image_shape)` ->
      dict of scalar losses over the `valid` regions (training; needs a "points" rng);
+  `losses(..., point_targets=PointTargets)` (point supervision, the heads listed in
+     `POINT_SUPERVISED_HEADS`): the same losses taken at labelled points only
+     (`region_point_targets`, `point_label_loss`); `mask_bits` is not read (None);
   `predict(features, boxes, classes, image_shape)` -> {"masks": (N, R, S, S) logits of each
      region's class, "coarse_masks": (N, R, s, s), "points": [(N, R, P_i, 2)] box-relative}.
 
@@ -20,14 +24,14 @@ masks stay class-specific) and the point head still sees all K coarse logits.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from pointrend_jax.models.box_ops import multilevel_roi_align
+from pointrend_jax.models.box_ops import multilevel_roi_align, sample_counts
 from pointrend_jax.models.layers import msra_fill, xavier_fill
 from pointrend_jax.point_head import PointHead
 from pointrend_jax.point_ops import point_sample, sample_training_points
@@ -104,28 +108,43 @@ def sample_instance_masks(mask_bits: Array, width: int, gt_index: Array, points:
 
 
 def crop_and_resize_masks(mask_bits: Array, width: int, gt_index: Array, boxes: Array, size: int,
-                          sampling_ratio: int) -> Array:
+                          sampling_ratio: int, max_sampling_ratio: int = 8) -> Array:
     """Mask R-CNN's mask targets: instance `gt_index (N, R)` of the packed masks `mask_bits
     (N, M, H, ceil(W / 8))` (W = `width`) cropped to `boxes (N, R, 4)` and resized to
-    `(size, size)` by aligned ROIAlign (torchvision's rules, `sampling_ratio` x
-    `sampling_ratio` samples per bin), thresholded at 0.5 -> float32 `(N, R, size, size)` of
-    0/1 (detectron2's `BitMasks.crop_and_resize`)."""
+    `(size, size)` by aligned ROIAlign (torchvision's rules; `sampling_ratio` samples per
+    cell side, or with 0 detectron2's adaptive ceil(box side / size), at most
+    `max_sampling_ratio`; see `box_ops.sample_counts`), thresholded at 0.5 -> float32
+    `(N, R, size, size)` of 0/1 (detectron2's `BitMasks.crop_and_resize`)."""
     h, w = mask_bits.shape[2], width
-    s = sampling_ratio
-    offsets = (jnp.arange(size * s, dtype=jnp.float32) + 0.5) / (size * s)  # fine grid
+    slots = sampling_ratio if sampling_ratio > 0 else max_sampling_ratio
     start = boxes[..., :2] - 0.5  # aligned: pixel-index coordinates
     extent = boxes[..., 2:] - boxes[..., :2]
-    py = start[..., 1, None] + offsets * extent[..., 1, None]  # (N, R, size*s)
-    px = start[..., 0, None] + offsets * extent[..., 0, None]
-    py = jnp.broadcast_to(py[..., :, None], (*py.shape, size * s))
-    px = jnp.broadcast_to(px[..., None, :], (*px.shape[:-1], size * s, size * s))
+    counts = sample_counts(extent, size, sampling_ratio, max_sampling_ratio)  # (N, R, 2)
+    cells = jnp.arange(size, dtype=jnp.float32)[:, None]
+    slot = jnp.arange(slots, dtype=jnp.float32)[None, :]
+
+    def axis(i):
+        n = counts[..., i, None, None]
+        frac = (cells + (slot + 0.5) / jnp.maximum(n, 1).astype(jnp.float32)) / size
+        p = (start[..., i, None, None] + frac * extent[..., i, None, None]).reshape(
+            *boxes.shape[:2], size * slots)
+        used = jnp.broadcast_to(slot < n, (*boxes.shape[:2], size, slots))
+        return p, used.reshape(*boxes.shape[:2], size * slots)
+
+    py, y_used = axis(1)
+    px, x_used = axis(0)
+    k = size * slots
+    py = jnp.broadcast_to(py[..., :, None], (*py.shape, k))
+    px = jnp.broadcast_to(px[..., None, :], (*px.shape[:-1], k, k))
     # torchvision: a sample beyond one pixel outside is 0; otherwise it is clamped inside.
     outside = (py < -1.0) | (py > h) | (px < -1.0) | (px > w)
     value = _bilinear_instance(mask_bits, width, gt_index, jnp.clip(px, 0.0, w - 1.0),
                                jnp.clip(py, 0.0, h - 1.0))
-    value = jnp.where(outside, 0.0, value)
+    used = y_used[..., :, None] & x_used[..., None, :]
+    value = jnp.where(outside | ~used, 0.0, value)
     n, r = gt_index.shape
-    value = value.reshape(n, r, size, s, size, s).mean(axis=(3, 5))
+    count = jnp.maximum(counts[..., 0] * counts[..., 1], 1).astype(jnp.float32)
+    value = value.reshape(n, r, size, slots, size, slots).sum(axis=(3, 5)) / count[..., None, None]
     return (value >= 0.5).astype(jnp.float32)
 
 
@@ -136,6 +155,52 @@ def _class_channel(logits: Array, classes: Array) -> Array:
         return logits[..., 0]
     index = classes.reshape(*classes.shape, *([1] * (logits.ndim - 2)))
     return jnp.take_along_axis(logits, index, axis=-1)[..., 0]
+
+
+class PointTargets(NamedTuple):
+    """The labelled points of each region (point supervision): `coords (N, R, P, 2)`
+    box-relative (x, y), `labels (N, R, P)` float32 0/1, `weights (N, R, P)` float32, 1 for a
+    labelled point inside the region's box and 0 for one to ignore."""
+
+    coords: Array
+    labels: Array
+    weights: Array
+
+
+def region_point_targets(point_coords: Array, point_labels: Array, point_valid: Array,
+                         gt_index: Array, boxes: Array) -> PointTargets:
+    """The point labels of ground-truth instance `gt_index (N, R)` of each region `boxes
+    (N, R, 4)`: image-pixel `point_coords (N, M, P, 2)`, `point_labels (N, M, P)` 0/1 and
+    `point_valid (N, M, P)` of the batch, made box-relative; a point outside its region's box
+    is ignored (detectron2 PointSup's `get_point_coords_from_point_annotation`)."""
+    index = gt_index[:, :, None]
+    coords = jnp.take_along_axis(point_coords, index[..., None], axis=1)  # (N, R, P, 2)
+    labels = jnp.take_along_axis(point_labels.astype(jnp.float32), index, axis=1)
+    valid = jnp.take_along_axis(point_valid, index, axis=1)
+    size = jnp.maximum(boxes[..., None, 2:] - boxes[..., None, :2], 1e-6)
+    rel = (coords - boxes[..., None, :2]) / size
+    inside = valid & jnp.all((rel >= 0.0) & (rel <= 1.0), axis=-1)
+    rel = jnp.where(inside[..., None], rel, 0.5)  # ignored points: any finite place
+    return PointTargets(jax.lax.stop_gradient(rel), labels, inside.astype(jnp.float32))
+
+
+def point_label_loss(logits: Array, targets: PointTargets, valid: Array) -> Array:
+    """Binary cross-entropy of `logits (N, R, P)` at the labelled points of `targets`, summed
+    over the points of weight 1 of the `valid (N, R)` regions and divided by their count of
+    point slots, ignored ones included (detectron2's `roi_mask_point_loss`: a mean with
+    weight 0 on ignored points); 0 without valid regions."""
+    loss = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets.labels)
+    weight = targets.weights * valid[..., None]
+    count = jnp.sum(valid) * logits.shape[-1]
+    return jnp.sum(loss * weight) / jnp.maximum(count, 1)
+
+
+def _logits_at(masks: Array, rel: Array) -> Array:
+    """Mask logits `masks (N, R, S, S)` sampled at box-relative `rel (N, R, P, 2)` (bilinear,
+    `point_sample`) -> `(N, R, P)`."""
+    n, r, side, _ = masks.shape
+    at = point_sample(masks.reshape(n * r, side, side, 1), rel.reshape(n * r, -1, 2))
+    return at.reshape(n, r, -1)
 
 
 def _masked_bce(logits: Array, targets: Array, valid: Array) -> Array:
@@ -210,7 +275,9 @@ class PointRendMaskHead(nn.Module):
     importance_sample_ratio: float = 0.75
     subdivision_steps: int = 5
     subdivision_num_points: int = 784
-    mask_target_sampling_ratio: int = 2
+    subdivision_recall: float = 1.0  # < 1: approximate top-k (`uncertain_grid_points`)
+    mask_target_sampling_ratio: int = 2  # 0: adaptive, at most max_sampling_ratio
+    max_sampling_ratio: int = 8
     cls_agnostic_mask: bool = False
     dtype: Any = jnp.float32
 
@@ -257,12 +324,20 @@ class PointRendMaskHead(nn.Module):
         out = self.point_head(fine.reshape(n * r, p, -1).astype(self.dtype), coarse_at)
         return out.reshape(n, r, p, self.mask_channels).astype(jnp.float32)
 
-    def losses(self, features, boxes, classes, valid, mask_bits, gt_index, image_shape
-               ) -> Dict[str, Array]:
+    def losses(self, features, boxes, classes, valid, mask_bits, gt_index, image_shape,
+               point_targets: Optional[PointTargets] = None) -> Dict[str, Array]:
         coarse = self.coarse_logits(features, boxes)
+        if point_targets is not None:  # both losses at the labelled points
+            rel = point_targets.coords
+            self.sow("choices", "mask_points", rel)
+            point = _class_channel(self.point_logits(features, boxes, rel, coarse), classes)
+            return {"loss_mask": point_label_loss(_logits_at(_class_channel(coarse, classes), rel),
+                                                  point_targets, valid),
+                    "loss_mask_point": point_label_loss(point, point_targets, valid)}
         width = image_shape[1]
         targets = crop_and_resize_masks(mask_bits, width, gt_index, boxes, self.coarse_side,
-                                        self.mask_target_sampling_ratio)
+                                        self.mask_target_sampling_ratio,
+                                        self.max_sampling_ratio)
         loss_mask = _masked_bce(_class_channel(coarse, classes), targets, valid)
         n, r = classes.shape
         own = jax.lax.stop_gradient(_class_channel(coarse, classes))[..., None]
@@ -290,7 +365,8 @@ class PointRendMaskHead(nn.Module):
             return logits.reshape(n * r, -1, 1)
 
         mask, chosen = subdivide(mask, predict_at, num_steps=self.subdivision_steps,
-                                 num_points=self.subdivision_num_points)
+                                 num_points=self.subdivision_num_points,
+                                 recall_target=self.subdivision_recall)
         points = [grid] + [rel.reshape(n, r, -1, 2) for rel in chosen]
         return {"masks": mask.reshape(n, r, *mask.shape[1:3]),
                 "coarse_masks": _class_channel(coarse, classes), "points": points}
@@ -326,7 +402,8 @@ class MaskRCNNConvHead(nn.Module):
     num_classes: int
     in_features: Tuple[str, ...] = ("p2", "p3", "p4", "p5")
     pooler_side: int = 14
-    sampling_ratio: int = 2
+    sampling_ratio: int = 2  # 0: adaptive, at most max_sampling_ratio
+    max_sampling_ratio: int = 8
     num_conv: int = 4
     conv_dim: int = 256
     cls_agnostic_mask: bool = False
@@ -342,7 +419,8 @@ class MaskRCNNConvHead(nn.Module):
         maps = [features[k] for k in self.in_features]
         strides = [2 ** int(k[1:]) for k in self.in_features]
         pooled = multilevel_roi_align(maps, strides, boxes, output_size=self.pooler_side,
-                                      sampling_ratio=self.sampling_ratio)
+                                      sampling_ratio=self.sampling_ratio,
+                                      max_sampling_ratio=self.max_sampling_ratio)
         n, r = boxes.shape[:2]
         x = pooled.reshape(n * r, *pooled.shape[2:]).astype(self.dtype)
         for i in range(self.num_conv):
@@ -353,10 +431,15 @@ class MaskRCNNConvHead(nn.Module):
                     kernel_init=_predictor_init, dtype=self.dtype, name="predictor")(x)
         return x.reshape(n, r, *x.shape[1:]).astype(jnp.float32)
 
-    def losses(self, features, boxes, classes, valid, mask_bits, gt_index, image_shape):
+    def losses(self, features, boxes, classes, valid, mask_bits, gt_index, image_shape,
+               point_targets: Optional[PointTargets] = None):
         logits = _class_channel(self(features, boxes), classes)
+        if point_targets is not None:  # detectron2 PointSup's MaskRCNNConvUpsamplePointSupHead
+            return {"loss_mask": point_label_loss(_logits_at(logits, point_targets.coords),
+                                                  point_targets, valid)}
         targets = crop_and_resize_masks(mask_bits, image_shape[1], gt_index, boxes,
-                                        logits.shape[-1], self.sampling_ratio)
+                                        logits.shape[-1], self.sampling_ratio,
+                                        self.max_sampling_ratio)
         return {"loss_mask": _masked_bce(logits, targets, valid)}
 
     def predict(self, features, boxes, classes):
@@ -364,8 +447,12 @@ class MaskRCNNConvHead(nn.Module):
         return {"masks": masks, "coarse_masks": masks, "points": []}
 
 
-MASK_HEADS = ("pointrend", "maskrcnn")
+# model.mask_head values; "implicit_pointrend" is models/implicit_mask_head.py
+MASK_HEADS = ("pointrend", "maskrcnn", "implicit_pointrend")
+# the heads whose `losses` take `point_targets` (data.point_supervision)
+POINT_SUPERVISED_HEADS = ("pointrend", "maskrcnn")
 
-__all__ = ["CoarseMaskHead", "MASK_HEADS", "MaskRCNNConvHead", "PointRendMaskHead",
-           "crop_and_resize_masks", "points_in_image", "regular_grid", "sample_feature_maps",
+__all__ = ["CoarseMaskHead", "MASK_HEADS", "MaskRCNNConvHead", "POINT_SUPERVISED_HEADS",
+           "PointRendMaskHead", "PointTargets", "crop_and_resize_masks", "point_label_loss",
+           "points_in_image", "region_point_targets", "regular_grid", "sample_feature_maps",
            "sample_instance_masks"]

@@ -7,15 +7,20 @@ image, D detections per image, K classes. Boxes are `(x0, y0, x1, y1)` in image 
 
 Training, `__call__(images, targets, train=True)` (needs a "points" rng) -> dict of scalar
 losses: `loss_rpn_cls`, `loss_rpn_loc`, `loss_cls`, `loss_box_reg`, `loss_mask` and, with
-the PointRend head, `loss_mask_point`. `targets` is the batch of `data.instance_augment`:
+the PointRend head, `loss_mask_point` (Implicit PointRend's head: `loss_mask_point` and
+`loss_l2`, no `loss_mask`). `targets` is the batch of `data.instance_augment`:
 `boxes (N, M, 4)`, `classes (N, M)`, `mask_bits (N, M, H, ceil(W / 8))` uint8 (the 0/1
 masks packed 8 pixels a byte along W, `numpy.packbits(axis=-1)`), `valid (N, M)`,
-`image_size (N, 2)` (the unpadded (h, w) boxes are clipped to).
+`image_size (N, 2)` (the unpadded (h, w) boxes are clipped to). Point supervision replaces
+`mask_bits` with `point_coords (N, M, P, 2)` image pixels (x, y), `point_labels (N, M, P)`
+0/1 and `point_valid (N, M, P)`: the mask losses are then taken at those points
+(`mask_head.region_point_targets`).
 
 Inference, `predict(images, image_sizes)` (or `__call__(images)` with train=False) ->
 `{"boxes" (N, D, 4), "scores" (N, D), "classes" (N, D) int32, "valid" (N, D) bool,
-"masks" (N, D, S, S) logits of the detected class (S = 224 for PointRend, 28 for Mask R-CNN),
-"coarse_masks" (N, D, s, s) (PointRend's 7x7; the same 28x28 for Mask R-CNN),
+"masks" (N, D, S, S) logits of the detected class (S = 224 for PointRend and Implicit
+PointRend's recipe, 28 for Mask R-CNN), "coarse_masks" (N, D, s, s) (PointRend's 7x7,
+Implicit PointRend's first 28x28 grid; the same 28x28 for Mask R-CNN),
 "points": [(N, D, P_i, 2)] box-relative points each subdivision step re-predicted}`.
 Masks are pasted into the image on the host (`coco_metrics.paste_masks`).
 
@@ -35,9 +40,11 @@ import optax
 
 from pointrend_jax.models import box_ops
 from pointrend_jax.models.fpn import FPN
+from pointrend_jax.models.implicit_mask_head import ImplicitPointRendMaskHead
 from pointrend_jax.models.layers import (IMAGENET_MEAN, IMAGENET_STD, compute_dtype,
                                          normalize_images, xavier_fill)
-from pointrend_jax.models.mask_head import MASK_HEADS, MaskRCNNConvHead, PointRendMaskHead
+from pointrend_jax.models.mask_head import (MASK_HEADS, MaskRCNNConvHead, PointRendMaskHead,
+                                            region_point_targets)
 from pointrend_jax.models.resnet import ResNet
 
 Array = jax.Array
@@ -64,7 +71,8 @@ class RPNSettings:
 
 @dataclasses.dataclass(frozen=True)
 class ROISettings:
-    """detectron2's MODEL.ROI_HEADS / ROI_BOX_HEAD defaults (sampling ratio fixed, not adaptive)."""
+    """detectron2's MODEL.ROI_HEADS / ROI_BOX_HEAD defaults, except ROIAlign's sampling ratio
+    (detectron2: 0, adaptive; here 2 unless a config asks for 0)."""
 
     batch_size_per_image: int = 512
     positive_fraction: float = 0.25
@@ -74,7 +82,8 @@ class ROISettings:
     detections_per_image: int = 100
     test_topk_candidates: int = 2000  # (region, class) pairs kept for NMS (static cap)
     pooler_side: int = 7
-    sampling_ratio: int = 2
+    sampling_ratio: int = 2  # 0: adaptive (ceil(bin side)), at most max_sampling_ratio
+    max_sampling_ratio: int = 8
     fc_dim: int = 1024
     num_fc: int = 2
     # Mask head trained on the box head's regressed boxes (detectron2's
@@ -98,6 +107,7 @@ class ResNetFPN(nn.Module):
     pixel_mean: Sequence[float] = IMAGENET_MEAN
     pixel_std: Sequence[float] = IMAGENET_STD
     dtype: Any = jnp.float32
+    remat: bool = False  # rematerialise the backbone's blocks (`ResNet.remat`)
 
     @nn.compact
     def __call__(self, images: Array, train: bool = False,
@@ -106,7 +116,7 @@ class ResNetFPN(nn.Module):
         features = ResNet(depth=self.depth, width=self.width, norm=self.norm, output_stride=32,
                           stride_in_1x1=self.stride_in_1x1, num_groups=self.num_groups,
                           width_per_group=self.width_per_group, dtype=self.dtype,
-                          name="backbone")(x, train)
+                          remat=self.remat, name="backbone")(x, train)
         pyramid = dict(FPN(self.fpn_channels, dtype=self.dtype, name="fpn")(features))
         pyramid["p6"] = pyramid["p5"][:, ::2, ::2]
         return pyramid
@@ -172,7 +182,7 @@ class MaskRCNN(nn.Module):
 
     num_classes: int
     net: nn.Module  # ResNetFPN
-    mask_head: nn.Module  # PointRendMaskHead or MaskRCNNConvHead
+    mask_head: nn.Module  # PointRendMaskHead, MaskRCNNConvHead, ImplicitPointRendMaskHead
     rpn: RPNSettings = RPNSettings()
     roi: ROISettings = ROISettings()
     dtype: Any = jnp.float32
@@ -222,7 +232,8 @@ class MaskRCNN(nn.Module):
         maps = [features[f"p{l}"] for l in ROI_LEVELS]
         return box_ops.multilevel_roi_align(maps, [2 ** l for l in ROI_LEVELS], boxes,
                                             output_size=self.roi.pooler_side,
-                                            sampling_ratio=self.roi.sampling_ratio)
+                                            sampling_ratio=self.roi.sampling_ratio,
+                                            max_sampling_ratio=self.roi.max_sampling_ratio)
 
     # ------------------------------------------------------------------ training
     def _rpn_losses(self, logits, deltas, anchors, targets):
@@ -312,9 +323,17 @@ class MaskRCNN(nn.Module):
             regions = predicted
         # Positives come first in each image's sample, and there are at most this many:
         num_fg = int(self.roi.batch_size_per_image * self.roi.positive_fraction)
-        out.update(self.mask_head.losses(
-            features, regions[:, :num_fg], classes[:, :num_fg].clip(0, self.num_classes - 1),
-            positive[:, :num_fg], targets["mask_bits"], gt[:, :num_fg], images.shape[1:3]))
+        regions, gt = regions[:, :num_fg], gt[:, :num_fg]
+        head_inputs = (features, regions, classes[:, :num_fg].clip(0, self.num_classes - 1),
+                       positive[:, :num_fg])
+        if "point_coords" in targets:  # point supervision: the mask losses at labelled points
+            point_targets = region_point_targets(targets["point_coords"], targets["point_labels"],
+                                                 targets["point_valid"], gt, regions)
+            out.update(self.mask_head.losses(*head_inputs, None, gt, images.shape[1:3],
+                                             point_targets=point_targets))
+        else:
+            out.update(self.mask_head.losses(*head_inputs, targets["mask_bits"], gt,
+                                             images.shape[1:3]))
         return out
 
     # ------------------------------------------------------------------ inference
@@ -366,15 +385,18 @@ class MaskRCNN(nn.Module):
 
 
 def build_instance_model(model_cfg, pointrend_cfg, num_classes: int) -> MaskRCNN:
-    """The Mask R-CNN a config describes (`config.model` with `mask_head`, `rpn`, `roi_heads`;
-    `config.pointrend` for the PointRend mask head)."""
+    """The Mask R-CNN a config describes (`config.model` with `mask_head`, `rpn`, `roi_heads`,
+    `implicit_pointrend`; `config.pointrend` for the point heads of both PointRend mask
+    heads)."""
     dtype = compute_dtype(model_cfg.dtype)
     b = model_cfg.backbone
     net = ResNetFPN(depth=b.depth, width=b.width, norm=b.norm, stride_in_1x1=b.stride_in_1x1,
                     # .get: the config.json of runs from before ResNeXt has no grouping keys
                     num_groups=b.get("num_groups", 1), width_per_group=b.get("width_per_group", 64),
                     fpn_channels=model_cfg.fpn_channels, pixel_mean=tuple(model_cfg.pixel_mean),
-                    pixel_std=tuple(model_cfg.pixel_std), dtype=dtype)
+                    pixel_std=tuple(model_cfg.pixel_std), dtype=dtype,
+                    # .get: the config.json of runs from before the option has no remat
+                    remat=b.get("remat", False))
     r, h, p = model_cfg.rpn, model_cfg.roi_heads, pointrend_cfg
     rpn = RPNSettings(
         anchor_sizes=tuple(float(x) for x in r.anchor_sizes),
@@ -383,14 +405,17 @@ def build_instance_model(model_cfg, pointrend_cfg, num_classes: int) -> MaskRCNN
         pre_nms_topk_test=r.pre_nms_topk_test, post_nms_topk_test=r.post_nms_topk_test,
         nms_thresh=r.nms_thresh, batch_size_per_image=r.batch_size_per_image,
         positive_fraction=r.positive_fraction, iou_thresholds=tuple(r.iou_thresholds))
+    max_sampling_ratio = h.get("max_sampling_ratio", 8)
     roi = ROISettings(
         batch_size_per_image=h.batch_size_per_image, positive_fraction=h.positive_fraction,
         iou_threshold=h.iou_threshold, score_thresh_test=h.score_thresh_test,
         nms_thresh_test=h.nms_thresh_test, detections_per_image=h.detections_per_image,
         test_topk_candidates=h.test_topk_candidates, pooler_side=h.box_pooler_side,
-        sampling_ratio=h.sampling_ratio, fc_dim=h.box_fc_dim, num_fc=h.box_num_fc,
+        sampling_ratio=h.sampling_ratio, max_sampling_ratio=max_sampling_ratio,
+        fc_dim=h.box_fc_dim, num_fc=h.box_num_fc,
         train_on_pred_boxes=h.get("train_on_pred_boxes", True))
-    # .get: the config.json of runs from before the option has no cls_agnostic_mask
+    # .get: the config.json of runs from before the options has no cls_agnostic_mask or
+    # max_sampling_ratio
     cls_agnostic_mask = h.get("cls_agnostic_mask", False)
     if model_cfg.mask_head == "pointrend":
         mask_head = PointRendMaskHead(
@@ -402,12 +427,31 @@ def build_instance_model(model_cfg, pointrend_cfg, num_classes: int) -> MaskRCNN
             activation=p.activation, train_num_points=p.train_num_points,
             oversample_ratio=p.oversample_ratio, importance_sample_ratio=p.importance_sample_ratio,
             subdivision_steps=p.subdivision_steps, subdivision_num_points=p.subdivision_num_points,
-            mask_target_sampling_ratio=h.sampling_ratio, cls_agnostic_mask=cls_agnostic_mask,
+            # .get: the config.json of runs from before the option has no subdivision_recall
+            subdivision_recall=p.get("subdivision_recall", 1.0),
+            mask_target_sampling_ratio=h.sampling_ratio, max_sampling_ratio=max_sampling_ratio,
+            cls_agnostic_mask=cls_agnostic_mask,
             dtype=dtype)
     elif model_cfg.mask_head == "maskrcnn":
         mask_head = MaskRCNNConvHead(num_classes, pooler_side=h.mask_pooler_side,
-                                     sampling_ratio=h.sampling_ratio, conv_dim=h.mask_conv_dim,
+                                     sampling_ratio=h.sampling_ratio,
+                                     max_sampling_ratio=max_sampling_ratio, conv_dim=h.mask_conv_dim,
                                      cls_agnostic_mask=cls_agnostic_mask, dtype=dtype)
+    elif model_cfg.mask_head == "implicit_pointrend":
+        implicit = model_cfg.implicit_pointrend
+        mask_head = ImplicitPointRendMaskHead(
+            num_classes, parameter_features=tuple(h.coarse_mask_features),
+            fine_features=tuple(p.fine_features),
+            fine_channels=model_cfg.fpn_channels * len(p.fine_features),
+            pooler_side=h.coarse_mask_pooler_side, conv_dim=h.mask_conv_dim,
+            parameter_fc_dim=h.coarse_mask_fc_dim, parameter_num_fc=h.coarse_mask_num_fc,
+            num_fc=p.num_fc, fc_dim=p.fc_dim,
+            image_features=implicit.image_feature_enabled,
+            positional_encoding=implicit.pos_enc_enabled,
+            params_l2_weight=implicit.params_l2_regularizer,
+            train_num_points=p.train_num_points, subdivision_steps=p.subdivision_steps,
+            subdivision_num_points=p.subdivision_num_points,
+            cls_agnostic_mask=cls_agnostic_mask, dtype=dtype)
     else:
         raise ValueError(f"--config.model.mask_head={model_cfg.mask_head!r} is not one of "
                          f"{list(MASK_HEADS)}")

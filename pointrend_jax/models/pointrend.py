@@ -59,6 +59,7 @@ class SemanticSegmentationNet(nn.Module):
     pixel_mean: Sequence[float] = IMAGENET_MEAN
     pixel_std: Sequence[float] = IMAGENET_STD
     dtype: Any = jnp.float32
+    remat: bool = False  # rematerialise the backbone's blocks (`ResNet.remat`)
 
     @nn.compact
     def __call__(self, images: Array, train: bool = False, image_sizes: Optional[Array] = None):
@@ -68,7 +69,7 @@ class SemanticSegmentationNet(nn.Module):
         features = ResNet(depth=self.depth, width=self.width, norm=self.backbone_norm,
                           output_stride=self.output_stride, stride_in_1x1=self.stride_in_1x1,
                           num_groups=self.num_groups, width_per_group=self.width_per_group,
-                          dtype=self.dtype, name="backbone")(x, train)
+                          dtype=self.dtype, remat=self.remat, name="backbone")(x, train)
         if self.head == "semantic_fpn":
             pyramid = FPN(self.fpn_channels, dtype=self.dtype, name="fpn")(features)
             features = {**features, **pyramid}
@@ -112,6 +113,7 @@ class PointRendSegmenter(nn.Module):
     importance_sample_ratio: float = 0.75
     subdivision_steps: int = 2
     subdivision_num_points: int = 8192
+    subdivision_recall: float = 1.0  # < 1: approximate top-k (`uncertain_grid_points`)
     upsample_coarse_first: bool = False
     dtype: Any = jnp.float32
 
@@ -171,7 +173,7 @@ class PointRendSegmenter(nn.Module):
         refined, points = subdivision_inference(
             start, fine, lambda f, c: self.point_head(f, c).astype(jnp.float32),
             num_steps=self._steps_from(coarse, start), num_points=self.subdivision_num_points,
-            return_points=True)
+            recall_target=self.subdivision_recall, return_points=True)
         out["logits"] = resize_bilinear(refined, size)
         out["points"] = points
         return out
@@ -191,7 +193,9 @@ def build_model(model_cfg, pointrend_cfg, num_classes: int) -> PointRendSegmente
         head_channels=model_cfg.head_channels, head_norm=model_cfg.head_norm,
         dropout=model_cfg.dropout, aspp_dilations=tuple(model_cfg.aspp_dilations),
         pixel_mean=tuple(model_cfg.pixel_mean),
-        pixel_std=tuple(model_cfg.pixel_std), dtype=dtype)
+        pixel_std=tuple(model_cfg.pixel_std), dtype=dtype,
+        # .get: the config.json of runs from before the option has no remat
+        remat=backbone.get("remat", False))
     p = pointrend_cfg
     return PointRendSegmenter(
         net=net, num_classes=num_classes, fine_features=tuple(p.fine_features),
@@ -200,4 +204,6 @@ def build_model(model_cfg, pointrend_cfg, num_classes: int) -> PointRendSegmente
         train_num_points=p.train_num_points, oversample_ratio=p.oversample_ratio,
         importance_sample_ratio=p.importance_sample_ratio,
         subdivision_steps=p.subdivision_steps, subdivision_num_points=p.subdivision_num_points,
+        # .get: the config.json of runs from before the option has no subdivision_recall
+        subdivision_recall=p.get("subdivision_recall", 1.0),
         upsample_coarse_first=p.upsample_coarse_first, dtype=dtype)

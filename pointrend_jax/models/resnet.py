@@ -136,6 +136,9 @@ class ResNet(nn.Module):
         ``num_groups`` groups of ``width_per_group * planes / 64`` channels each; 1 and 64
         are the plain ResNet.
       dtype: compute dtype (e.g. ``jnp.bfloat16``); param_dtype: parameter dtype.
+      remat: rematerialise every block (``nn.remat``): the backward pass recomputes a
+        block's activations from its input instead of keeping them, trading compute for
+        memory; parameter names and results are unchanged.
 
     ``__call__(images (N, H, W, 3), train=False)`` returns ``{"res2", "res3", "res4",
     "res5"}`` with strides 4, 8, 16, 32 (res4/res5 capped at ``output_stride``); spatial
@@ -151,6 +154,7 @@ class ResNet(nn.Module):
     width_per_group: int = 64
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    remat: bool = False
 
     def __post_init__(self):
         if self.depth not in STAGES:
@@ -186,6 +190,9 @@ class ResNet(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         kind, blocks = STAGES[self.depth]
         expansion = _EXPANSION[kind]
+        block_cls = BasicBlock if kind == "basic" else Bottleneck
+        if self.remat:
+            block_cls = nn.remat(block_cls, static_argnums=(2,))  # (self, x, train): train static
 
         x = conv(self.width, 7, stride=2, name="conv1", **kw)(images)
         x = nn.relu(norm_layer(self.norm, self.width, name="bn1", **kw)(x, train))
@@ -212,11 +219,10 @@ class ResNet(nn.Module):
                     name=f"layer{stage + 1}_{i}",
                     **kw,
                 )
-                if kind == "basic":
-                    x = BasicBlock(**block_kw)(x, train)
-                else:
-                    x = Bottleneck(stride_in_1x1=self.stride_in_1x1, groups=self.num_groups,
-                                   width_per_group=self.width_per_group, **block_kw)(x, train)
+                if kind == "bottleneck":
+                    block_kw.update(stride_in_1x1=self.stride_in_1x1, groups=self.num_groups,
+                                    width_per_group=self.width_per_group)
+                x = block_cls(**block_kw)(x, train)
                 in_channels = planes * expansion
             outputs[f"res{stage + 2}"] = x
         return outputs

@@ -6,6 +6,7 @@ and checkpoints. Nothing here depends on the task: the task answers (see
 """
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 
@@ -17,6 +18,7 @@ from tqdm import tqdm
 from pointrend_jax.checkpointing import Checkpointer
 from pointrend_jax.data.pipeline import train_iterator
 from pointrend_jax.tasks import validated_task
+from pointrend_jax.train import memory
 from pointrend_jax.train import optimizer as optimizer_lib
 from pointrend_jax.train import state as state_lib
 from pointrend_jax.train.step import NonFiniteGuard, jit_train_step, make_train_step
@@ -89,14 +91,19 @@ def train(config, workdir) -> dict:
         state = state_lib.with_pretrained_backbone(state, config.model)
     first_step = int(state.step)
     # The input position is the number of global batches consumed, which is the step.
-    batches = train_iterator(data.train, global_batch_size=config.train.batch_size,
-                             seed=config.seed, process_index=jax.process_index(),
-                             process_count=jax.process_count(),
-                             transform=task.train_transform(config), start_batch=first_step)
+    batches = (state_lib.global_batch(batch, mesh) for batch in train_iterator(
+        data.train, global_batch_size=config.train.batch_size, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        transform=task.train_transform(config), start_batch=first_step))
 
     writer = MetricWriter(workdir, config, data.class_names, task)
     train_step = jit_train_step(make_train_step(task.loss_fn(model, config), tx, schedule),
                                 state, mesh)
+    if first_step < config.train.num_steps:
+        # Compiled once, for the first batch, and refused before any step if it cannot fit.
+        first = next(batches)
+        train_step = memory.compile_checked(train_step, (state, first, step_rng), config)
+        batches = itertools.chain([first], batches)
     guard = NonFiniteGuard(config.train.max_nonfinite_steps)
     sigterm = _Sigterm()
 
@@ -105,8 +112,7 @@ def train(config, workdir) -> dict:
                     disable=jax.process_index() != 0, dynamic_ncols=True)
     tick, images_since = time.perf_counter(), 0
     for step in range(first_step + 1, config.train.num_steps + 1):
-        state, measurements = train_step(state, state_lib.global_batch(next(batches), mesh),
-                                         step_rng)
+        state, measurements = train_step(state, next(batches), step_rng)
         if previous is not None:  # the previous step is done by now: reading it does not stall
             guard.update(step - 1, bool(previous["nonfinite"]))
         previous = measurements

@@ -32,7 +32,7 @@ class TrainState:
 
     step: jax.Array  # int32 scalar: steps taken so far
     params: Any
-    batch_stats: Any  # BatchNorm running statistics and FrozenBN constants
+    batch_stats: Any  # BatchNorm running statistics, FrozenBN and other fixed constants
     opt_state: Any
 
 
