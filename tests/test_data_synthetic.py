@@ -1,5 +1,7 @@
 """SyntheticShapes: prepared by tfds (array_record), read back without TensorFlow."""
+import subprocess
 import sys
+import textwrap
 
 import ml_collections
 import numpy as np
@@ -31,10 +33,17 @@ def test_prepares_array_record_and_reads_back_without_tensorflow(multiclass, tmp
             assert ex["image"].dtype == np.uint8 and ex["image"].shape == (128, 128, 3)
             assert ex["label"].dtype == np.uint8 and ex["label"].shape == (128, 128)
             assert isinstance(ex["stem"], str)
-    builder = synthetic.synthetic_builder("multiclass", data_dir=tmp_path, num_train=2, num_val=1)
-    builder.download_and_prepare()
+    # Preparing and reading in a fresh interpreter: other test files in this pytest process
+    # may have imported TensorFlow themselves.
+    script = textwrap.dedent(f"""
+        import sys
+        from pointrend_jax.data import synthetic
+        sources = synthetic.load_synthetic("multiclass", data_dir={str(tmp_path)!r}, num_train=2, num_val=1)
+        assert sources["train"][1]["image"].shape == (128, 128, 3)
+        assert "tensorflow" not in sys.modules, "preparing or reading imported TensorFlow"
+        """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=600)
     assert list((tmp_path / "synthetic_shapes").glob("*/1.0.0/*.array_record*"))
-    assert "tensorflow" not in sys.modules
 
 
 def test_two_preparations_in_different_dirs_are_identical(multiclass, tmp_path):

@@ -55,11 +55,13 @@ def test_each_task_reads_the_shared_keys_and_only_its_own():
     only_semantic = {"pointrend.enabled", "pointrend.upsample_coarse_first", "model.head",
                      "model.backbone.output_stride", "augment.color_jitter",
                      "augment.color_aug_ssd", "augment.max_class_ratio", "loss.pixel_weight",
-                     "loss.point_weight", "data.variant", "data.root"}
+                     "loss.point_weight", "data.root"}
     only_instance = {"model.mask_head", "model.rpn.anchor_sizes",
                      "model.roi_heads.detections_per_image", "augment.test_short_side",
                      "augment.max_instances", "loss.mask_weight", "loss.mask_point_weight",
                      "eval.boundary_ap", "data.train_json"}
+    # Both tasks name a synthetic variant, each from its own list of choices.
+    assert "data.variant" in semantic & instance and "data.variant" not in shared
     assert only_semantic <= semantic - instance
     assert only_instance <= instance - semantic
     for task in (SemanticTask(), InstanceTask()):
