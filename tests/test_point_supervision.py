@@ -93,8 +93,6 @@ def test_point_supervision_config_errors_name_the_key():
     for key, value, head, message in (
             ("point_supervision", -1, "maskrcnn", "--config.data.point_supervision=-1"),
             ("point_source", "boxes", "maskrcnn", "--config.data.point_source"),
-            ("point_supervision", 4, "implicit_pointrend", "--config.data.point_supervision=4 "
-                                                           "needs a mask head trained from points"),
             ("point_source", "json", "pointrend", "--config.data.point_source='json' reads")):
         config = instance_config.instance_config()
         config.model.mask_head = head
@@ -365,11 +363,12 @@ def _randomized(variables, rng):
     return jax.tree.map(draw, variables)
 
 
-@pytest.mark.parametrize("head", ["maskrcnn", "pointrend"])
+@pytest.mark.parametrize("head", ["maskrcnn", "pointrend", "implicit_pointrend"])
 def test_point_supervised_losses_match_detectron2(head, np_rng):
     import jax
     import jax.numpy as jnp
 
+    from pointrend_jax.models.implicit_mask_head import ImplicitPointRendMaskHead
     from pointrend_jax.models.mask_head import (MaskRCNNConvHead, PointRendMaskHead,
                                                 region_point_targets)
 
@@ -384,8 +383,11 @@ def test_point_supervised_losses_match_detectron2(head, np_rng):
                  x["point_valid"])
     if head == "maskrcnn":
         module = MaskRCNNConvHead(3, pooler_side=7, conv_dim=8)
-    else:
+    elif head == "pointrend":
         module = PointRendMaskHead(3, conv_dim=8, coarse_fc_dim=16, fc_dim=8, train_num_points=9)
+    else:
+        module = ImplicitPointRendMaskHead(3, fine_channels=8, conv_dim=8, parameter_fc_dim=16,
+                                           fc_dim=8, train_num_points=9, params_l2_weight=0.5)
     variables = module.init(jax.random.key(0), *args, point_targets=targets, method=module.losses)
     variables = _randomized(variables, np_rng)
     got = module.apply(variables, *args, point_targets=targets, method=module.losses)
@@ -393,6 +395,16 @@ def test_point_supervised_losses_match_detectron2(head, np_rng):
         assert set(got) == {"loss_mask"}
         want = {"loss_mask": _torch_point_loss(np.asarray(module.apply(variables, x["features"], args[1])),
                                                *reference)}
+    elif head == "implicit_pointrend":  # detectron2 PointSup's ImplicitPointRendPointSupHead
+        params = module.apply(variables, x["features"], args[1], method=module.mlp_params)
+
+        def point_logits(rel):
+            return np.asarray(module.apply(variables, x["features"], args[1], jnp.asarray(rel),
+                                           params, method=module.point_logits))
+
+        on_regions = np.asarray(params, np.float64)[x["valid"]]  # (R', num_params)
+        want = {"loss_mask_point": _torch_point_loss(point_logits, *reference),
+                "loss_l2": 0.5 * float(np.mean(np.square(on_regions)))}
     else:
         coarse = module.apply(variables, x["features"], args[1], method=module.coarse_logits)
 
@@ -404,7 +416,7 @@ def test_point_supervised_losses_match_detectron2(head, np_rng):
                 "loss_mask_point": _torch_point_loss(point_logits, *reference)}
     assert set(got) == set(want)
     for key, value in want.items():
-        assert abs(value - np.log(2)) > 1e-3  # the logits matter
+        assert key == "loss_l2" or abs(value - np.log(2)) > 1e-3  # the logits matter
         np.testing.assert_allclose(float(got[key]), value, rtol=1e-5)
 
 

@@ -10,7 +10,7 @@ from ml_collections import config_dict
 from pointrend_jax import config as config_lib
 from pointrend_jax.data import SYNTHETIC_INSTANCE_VARIANTS
 from pointrend_jax.data.coco import POINT_SOURCES
-from pointrend_jax.models.mask_head import MASK_HEADS, POINT_SUPERVISED_HEADS
+from pointrend_jax.models.mask_head import MASK_HEADS
 
 DATASETS = ("synthetic_instances", "coco", "cityscapes_instances")
 
@@ -276,8 +276,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_point_supervision(config: ml_collections.ConfigDict) -> None:
-    """The `data.point_*` keys: a count >= 0, a known source, a head that can learn from
-    points, and a json that can carry them."""
+    """The `data.point_*` keys: a count >= 0, a known source, and a json that can carry
+    them (every mask head learns from points)."""
     data = config.data
     if not isinstance(data.point_supervision, int) or data.point_supervision < 0:
         raise ValueError(f"--config.data.point_supervision={data.point_supervision!r} must be an "
@@ -285,10 +285,6 @@ def _validate_point_supervision(config: ml_collections.ConfigDict) -> None:
     config_lib.choice("data.point_source", data.point_source, POINT_SOURCES)
     if not data.point_supervision:
         return
-    if config.model.mask_head not in POINT_SUPERVISED_HEADS:
-        raise ValueError(f"--config.data.point_supervision={data.point_supervision} needs a mask "
-                         f"head trained from points, one of {list(POINT_SUPERVISED_HEADS)}; "
-                         f"--config.model.mask_head is {config.model.mask_head!r}")
     if data.point_source == "json" and data.name != "coco":
         raise ValueError(f"--config.data.point_source='json' reads point labels from "
                          f"--config.data.train_json (data.name='coco'); {data.name!r} has none: "

@@ -7,11 +7,11 @@ Shapes: N images, R regions (boxes) per image, M ground-truth instances per imag
 H x W padded image, K classes, P points per region, C feature channels. Boxes are
 `(x0, y0, x1, y1)` in image pixels; "box-relative" points are `(x, y)` in [0, 1] of the box.
 
-Both heads have the same interface:
+Every mask head has the same interface:
   `losses(features, boxes, classes, valid, mask_bits, gt_index, image_shape)` ->
      dict of scalar losses over the `valid` regions (training; needs a "points" rng);
-  `losses(..., point_targets=PointTargets)` (point supervision, the heads listed in
-     `POINT_SUPERVISED_HEADS`): the same losses taken at labelled points only
+  `losses(..., point_targets=PointTargets)` (point supervision, every head): the same
+     losses taken at labelled points only
      (`region_point_targets`, `point_label_loss`); `mask_bits` is not read (None);
   `predict(features, boxes, classes, image_shape)` -> {"masks": (N, R, S, S) logits of each
      region's class, "coarse_masks": (N, R, s, s), "points": [(N, R, P_i, 2)] box-relative}.
@@ -449,10 +449,8 @@ class MaskRCNNConvHead(nn.Module):
 
 # model.mask_head values; "implicit_pointrend" is models/implicit_mask_head.py
 MASK_HEADS = ("pointrend", "maskrcnn", "implicit_pointrend")
-# the heads whose `losses` take `point_targets` (data.point_supervision)
-POINT_SUPERVISED_HEADS = ("pointrend", "maskrcnn")
 
-__all__ = ["CoarseMaskHead", "MASK_HEADS", "MaskRCNNConvHead", "POINT_SUPERVISED_HEADS",
+__all__ = ["CoarseMaskHead", "MASK_HEADS", "MaskRCNNConvHead",
            "PointRendMaskHead", "PointTargets", "crop_and_resize_masks", "point_label_loss",
            "points_in_image", "region_point_targets", "regular_grid", "sample_feature_maps",
            "sample_instance_masks"]
