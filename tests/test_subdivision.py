@@ -192,12 +192,16 @@ def test_approximate_subdivision_class_maps_agree_with_exact_selection(np_rng, m
         assert agreement < 1.0  # the selections differed, and the maps with them
 
 
-@pytest.mark.parametrize("config_file, num_classes", [("synthetic_multiclass.py", 5),
-                                                      ("synthetic_instances.py", 3)])
-def test_subdivision_recall_reaches_the_lowered_predict_of_both_tasks(config_file, num_classes):
+@pytest.mark.parametrize("config_file, num_classes, mask_head", [
+    ("synthetic_multiclass.py", 5, None), ("synthetic_instances.py", 3, "pointrend"),
+    ("synthetic_instances.py", 3, "implicit_pointrend")])
+def test_subdivision_recall_reaches_the_lowered_predict_of_both_tasks(config_file, num_classes,
+                                                                      mask_head):
     found = {}
     for recall in (1.0, 0.9):
         config = load_config(os.path.join(ROOT, "configs", f"{config_file}:runlocal"))
+        if mask_head:
+            config.model.mask_head = mask_head
         config.pointrend.subdivision_recall = recall
         task = validated_task(config)
         model = task.build_model(config, num_classes)

@@ -149,6 +149,7 @@ class ImplicitPointRendMaskHead(nn.Module):
     train_num_points: int = 196
     subdivision_steps: int = 3
     subdivision_num_points: int = 784
+    subdivision_recall: float = 1.0  # < 1: approximate top-k (`uncertain_grid_points`)
     cls_agnostic_mask: bool = False
     dtype: Any = jnp.float32
 
@@ -239,7 +240,8 @@ class ImplicitPointRendMaskHead(nn.Module):
 
         mask, chosen = subdivide(first.reshape(n * r, side, side, 1), predict_at,
                                  num_steps=self.subdivision_steps,
-                                 num_points=self.subdivision_num_points)
+                                 num_points=self.subdivision_num_points,
+                                 recall_target=self.subdivision_recall)
         points = [grid] + [rel.reshape(n, r, -1, 2) for rel in chosen]
         return {"masks": mask.reshape(n, r, *mask.shape[1:3]), "coarse_masks": first,
                 "points": points}

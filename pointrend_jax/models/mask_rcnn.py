@@ -451,6 +451,7 @@ def build_instance_model(model_cfg, pointrend_cfg, num_classes: int) -> MaskRCNN
             params_l2_weight=implicit.params_l2_regularizer,
             train_num_points=p.train_num_points, subdivision_steps=p.subdivision_steps,
             subdivision_num_points=p.subdivision_num_points,
+            subdivision_recall=p.get("subdivision_recall", 1.0),
             cls_agnostic_mask=cls_agnostic_mask, dtype=dtype)
     else:
         raise ValueError(f"--config.model.mask_head={model_cfg.mask_head!r} is not one of "
