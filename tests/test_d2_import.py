@@ -61,8 +61,12 @@ def get_config(arg=""):
     c.data.name = "coco"
     c.augment.crop_size = (64, 64)
     c.augment.test_short_side = None
-    c.model.mask_head = arg
+    head, _, backbone = arg.partition("-")
+    c.model.mask_head = head
     c.model.backbone.update(depth=50, width=8, norm="frozen_bn", stride_in_1x1=True)
+    if backbone == "resnext":  # X-101-32x8d's kind: 4 groups of 2 channels in res2 (16 of
+        # 64 at width 8), the stride in the 3x3
+        c.model.backbone.update(num_groups=4, width_per_group=16, stride_in_1x1=False)
     c.model.pixel_mean = {mean}
     c.model.pixel_std = {std}
     c.model.fpn_channels = 16
@@ -84,7 +88,10 @@ def semantic_reference(coarse_pred_each_layer=False):
                                head, BGR(PIXEL_MEAN_RGB), BGR(PIXEL_STD_RGB))
 
 
-def instance_reference(mask_head, num_classes=K_INSTANCE, depth=50):
+def instance_reference(mask_head, num_classes=K_INSTANCE, depth=50, **resnet_kw):
+    """Tiny GeneralizedRCNN; `resnet_kw` (num_groups, width_per_group, stride_in_1x1) makes
+    its backbone a ResNeXt."""
+    resnet_kw = {"norm": "FrozenBN", "stride_in_1x1": True, **resnet_kw}
     if mask_head == "pointrend":
         head = R.PointRendMaskHead(16, num_classes, conv_dim=16, coarse_fc_dim=32,
                                    coarse_num_fc=2, side=7, pooler=14, fc_dim=16, num_fc=3,
@@ -93,7 +100,7 @@ def instance_reference(mask_head, num_classes=K_INSTANCE, depth=50):
         head = R.MaskRCNNConvUpsampleHead(16, num_classes, conv_dim=16, num_conv=4, pooler=14,
                                           sampling_ratio=0)
     return R.GeneralizedRCNN(
-        R.resnet_fpn(depth, 8, 16, norm="FrozenBN", stride_in_1x1=True),
+        R.resnet_fpn(depth, 8, 16, **resnet_kw),
         R.RPN(16, (8, 16, 32, 64, 128), (0.5, 1.0, 2.0), pre_nms_topk=200, post_nms_topk=50,
               nms_thresh=0.7),
         R.ROIHeads(16, num_classes, pooler=7, sampling_ratio=0, fc_dim=32, num_fc=2,
@@ -148,6 +155,19 @@ def semantic(configs, tmp_path_factory):
     return ref, str(folder / "model_final"), str(folder / "model_0000099")
 
 
+def random_instance_reference(mask_head, **resnet_kw):
+    """`instance_reference` with random weights (float64, eval mode)."""
+    ref = R.randomize_(instance_reference(mask_head, **resnet_kw).eval(),
+                       torch_generator(mask_head + str(sorted(resnet_kw.items())))).double()
+    with torch.no_grad():  # box regressions of a trained model's size: boxes near their
+        # anchors and proposals, not random slivers that clipping empties
+        for layer in (ref.proposal_generator.rpn_head.anchor_deltas,
+                      ref.roi_heads.box_predictor.bbox_pred):
+            layer.weight.mul_(0.05)
+            layer.bias.mul_(0.05)
+    return ref
+
+
 @pytest.fixture(scope="module", params=["pointrend", "maskrcnn"])
 def instance(request, configs, tmp_path_factory):
     """A random Mask R-CNN (PointRend or 28x28 mask head) imported from a .pkl with the
@@ -155,13 +175,7 @@ def instance(request, configs, tmp_path_factory):
     checkpoints carry (PointRend), or from a training .pth (28x28)."""
     mask_head = request.param
     folder = tmp_path_factory.mktemp(mask_head)
-    ref = R.randomize_(instance_reference(mask_head).eval(), torch_generator(mask_head)).double()
-    with torch.no_grad():  # box regressions of a trained model's size: boxes near their
-        # anchors and proposals, not random slivers that clipping empties
-        for layer in (ref.proposal_generator.rpn_head.anchor_deltas,
-                      ref.roi_heads.box_predictor.bbox_pred):
-            layer.weight.mul_(0.05)
-            layer.bias.mul_(0.05)
+    ref = random_instance_reference(mask_head)
     if mask_head == "pointrend":
         path = folder / "model_final.pkl"
         legacy = (("roi_heads.mask_head.point_head", "roi_heads.mask_point_head"),
@@ -337,6 +351,28 @@ def test_instance_predict_equals_detectron2(instance, np_rng, size):
     out = pointrend_jax.load(workdir).predict(image)
     np.testing.assert_array_equal(out["classes"], want["classes"].numpy())
     # float32 against float64 through a whole random network: scores agree to 5e-5
+    np.testing.assert_allclose(out["scores"], want["scores"].numpy(), atol=5e-5)
+    np.testing.assert_allclose(out["boxes"], want["boxes"].numpy(), atol=1e-3)
+    agreement = (out["masks"] == want["masks"].numpy()).mean(axis=(1, 2))
+    assert agreement.min() >= 0.99, agreement
+
+
+def test_a_resnext_model_predicts_what_detectron2_predicts(configs, tmp_path, np_rng):
+    """The X-101-32x8d zoo model's kind (grouped 3x3 convolutions, FAIR's stride in the 3x3),
+    from a zoo .pkl, whole: detections and masks as detectron2's."""
+    ref = random_instance_reference("pointrend", num_groups=4, width_per_group=2,
+                                    stride_in_1x1=False)
+    path = tmp_path / "model_final.pkl"
+    R.save_pkl(ref, path)
+    workdir = tmp_path / "run"
+    run_convert(path, "--config", f"{configs / 'instance.py'}:pointrend-resnext", "--workdir",
+                workdir, "--class-names", configs / "classes.txt")
+    image = np_rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    with torch.no_grad():
+        want = ref(bgr(image))
+    assert len(want["scores"]) > 0
+    out = pointrend_jax.load(str(workdir)).predict(image)
+    np.testing.assert_array_equal(out["classes"], want["classes"].numpy())
     np.testing.assert_allclose(out["scores"], want["scores"].numpy(), atol=5e-5)
     np.testing.assert_allclose(out["boxes"], want["boxes"].numpy(), atol=1e-3)
     agreement = (out["masks"] == want["masks"].numpy()).mean(axis=(1, 2))
