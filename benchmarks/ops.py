@@ -16,7 +16,6 @@ Rows (time ratio: lower is better):
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import jax
@@ -26,20 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from machine_info import describe
+from timing import timeit
 from pointrend_jax import PointHead, point_sample, subdivision_inference
 
 torch.set_num_threads(2)
-
-
-def timeit(fn, repeats):
-    """Median wall time of `fn()` in ms, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def compile_ms(jitted, *args):

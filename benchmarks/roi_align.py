@@ -15,26 +15,15 @@ px, aspect ratios 1:3 to 3:1).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import numpy as np
 
 from machine_info import describe
+from timing import timeit
 from pointrend_jax.models import box_ops
 
 STRIDES = (4, 8, 16, 32)
-
-
-def timeit(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def main():
