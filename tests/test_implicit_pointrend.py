@@ -29,6 +29,7 @@ from pointrend_jax.instance.serving import serving_outputs
 from pointrend_jax.models.implicit_mask_head import fourier_features
 from pointrend_jax.models.mask_head import PointTargets
 from pointrend_jax.tasks import validated_task
+from test_d2_import import assert_close
 from test_train_eval import ROOT, read_jsonl, run_cli
 
 K, C = 3, 16  # classes, FPN channels
@@ -94,13 +95,6 @@ def torch_generator(name):
 
 def weights_of(model):
     return {k: v.float().numpy() for k, v in model.state_dict().items()}
-
-
-def assert_close(ours, want, rtol=1e-4):
-    """Equal within float32 noise of the arrays' scale."""
-    ours, want = np.asarray(ours, np.float64), np.asarray(want, np.float64)
-    assert ours.shape == want.shape
-    np.testing.assert_allclose(ours, want, rtol=rtol, atol=rtol * np.abs(want).max())
 
 
 @pytest.fixture(scope="module")
