@@ -104,8 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "--config.KEY=VALUE overrides a key")
     whole.add_argument("--workdir", help="the run directory to write")
     whole.add_argument("--class-names", dest="class_names",
-                       help="file of the class names, one per line (COCO's 80 and "
-                            "Cityscapes' 19 are known)")
+                       help="file of the class names, one per line (COCO's 80, "
+                            "Cityscapes' 8 instance and 19 semantic classes are known)")
     whole.add_argument("--input-format", dest="input_format", default="BGR",
                        choices=detectron2_models.INPUT_FORMATS,
                        help="the channel order the model was trained on (INPUT.FORMAT; "

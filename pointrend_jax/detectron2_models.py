@@ -37,8 +37,8 @@ The PointRend heads' names of models saved before detectron2 renamed them
 detectron2 reads them. `pixel_mean`/`pixel_std` and anchor buffers that old checkpoints carry
 are compared with the config instead of loaded.
 
-The workdir gets `config.json` (the config and the class names: COCO's 80 and Cityscapes' 19
-are known, others come from `--class-names FILE`) and an Orbax checkpoint at the checkpoint's
+The workdir gets `config.json` (the config and the class names: COCO's 80 and Cityscapes' 8
+instance and 19 semantic classes are known, others come from `--class-names FILE`) and an Orbax checkpoint at the checkpoint's
 iteration (0 for the zoo's pickles) in train.py's layout, with a freshly initialised optimizer
 state for the config: `train.py` resumes from it.
 """
@@ -58,6 +58,7 @@ from flax import traverse_util
 from pointrend_jax import backbones
 from pointrend_jax.checkpointing import Checkpointer
 from pointrend_jax.data.cityscapes import CLASS_NAMES as CITYSCAPES_CLASS_NAMES
+from pointrend_jax.data.cityscapes_instances import CLASS_NAMES as CITYSCAPES_INSTANCE_NAMES
 from pointrend_jax.data.coco import COCO_CLASS_NAMES
 from pointrend_jax.models import box_ops
 from pointrend_jax.models.layers import init_variables
@@ -75,6 +76,7 @@ Source = Tuple[str, Transform, Callable[[Tuple[int, ...]], Tuple[int, ...]]]
 
 # Class lists detectron2's models are trained with, by number of classes and task.
 KNOWN_CLASS_NAMES = {("instance", 80): ("COCO", COCO_CLASS_NAMES),
+                     ("instance", 8): ("Cityscapes instances", CITYSCAPES_INSTANCE_NAMES),
                      ("semantic", 19): ("Cityscapes", CITYSCAPES_CLASS_NAMES)}
 INPUT_FORMATS = ("BGR", "RGB")
 # Renames detectron2 applies when it loads a PointRend checkpoint of before its version 2.
@@ -456,7 +458,8 @@ def num_classes_of(task: str, weights: Mapping[str, np.ndarray], where: str) -> 
 def class_names_for(task: str, num_classes: int, class_names_file: Optional[str],
                     where: str) -> List[str]:
     """The class names of a `num_classes` checkpoint: the file's lines (one name a line,
-    blank lines skipped), else COCO's 80 or Cityscapes' 19 when the count is theirs."""
+    blank lines skipped), else COCO's 80, Cityscapes' 8 instance classes or its 19 semantic
+    ones when the count is theirs."""
     if class_names_file:
         with open(class_names_file) as f:
             names = [line.strip() for line in f if line.strip()]

@@ -430,7 +430,13 @@ def test_class_count_and_task_are_checked(configs, tmp_path):
     weights = _instance_weights()
     with pytest.raises(detectron2_models.CheckpointMismatch, match="--class-names"):
         detectron2_models.class_names_for("instance", 3, None, "model.pkl")
-    assert len(detectron2_models.class_names_for("instance", 80, None, "m")) == 80
+    assert detectron2_models.class_names_for("instance", 80, None, "m")[:2] == ["person",
+                                                                               "bicycle"]
+    # detectron2's Cityscapes instance classes, in its order (cityscapes_fine_instance_seg)
+    assert detectron2_models.class_names_for("instance", 8, None, "m") == [
+        "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
+    assert detectron2_models.class_names_for("semantic", 19, None, "m")[:2] == ["road",
+                                                                               "sidewalk"]
     (tmp_path / "two.txt").write_text("a\nb\n")
     with pytest.raises(detectron2_models.CheckpointMismatch, match="lists 2"):
         detectron2_models.class_names_for("instance", 3, str(tmp_path / "two.txt"), "m")
