@@ -16,7 +16,10 @@ image, and the same without PointRend (`pointrend.enabled=False`: the plain Sema
 so that PointRend's own cost and the framework's are separate numbers; the project's
 compile times and XLA's memory analysis of the compiled step (bytes of arguments + outputs
 + temporaries). torch on the CPU has no allocator peak counter, so its memory is not shown.
-`--small` divides every size by 4 for a smoke run.
+`--small` divides every size by 4 for a smoke run. `--profile` adds where the time of one
+train step with PointRend goes, in both frameworks (`step_profile.py` for XLA's ops,
+`torch.profiler` self times for torch's), by category: convolutions forward and backward,
+norms, point sampling, point selection, the point head, the optimizer, the rest.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import step_profile
 from machine_info import describe
 from pointrend_jax.semantic.config import semantic_config
 from pointrend_jax.semantic.predictor import make_predict_fn
@@ -98,6 +102,55 @@ def torch_infer(model, image):
         return F.interpolate(coarse, scale_factor=4, mode="bilinear", align_corners=False)
 
 
+TORCH_CATEGORIES = (  # (category, test on an op's name), first match wins
+    ("convolutions backward", lambda n: "convolution_backward" in n),
+    ("convolutions forward", lambda n: "convolution" in n or n.startswith("aten::conv")),
+    ("norms", lambda n: "norm" in n),
+    ("point sampling", lambda n: "grid_sampler" in n),
+    ("point selection", lambda n: n in ("aten::topk", "aten::sort", "aten::rand", "aten::gather")),
+)
+
+
+def torch_profile(fn, calls: int):
+    """`fn` run `calls` times under torch.profiler -> [(category, ms per call, share)], each
+    op's self time in the categories of `step_profile` (ops under `Optimizer.*` are the
+    optimizer's; the point head's linear layers are not told apart from other matmuls)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profiler
+    with torch_profiler(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            fn()
+    sums = {}
+    for event in prof.events():
+        name, parent, under_optimizer = event.name, event.cpu_parent, False
+        while parent is not None:
+            under_optimizer |= parent.name.startswith("Optimizer.")
+            parent = parent.cpu_parent
+        if under_optimizer or name.startswith("Optimizer."):
+            cat = "optimizer and bookkeeping"
+        else:
+            cat = next((c for c, test in TORCH_CATEGORIES if test(name)), None)
+            if cat is None:
+                cat = "other backward" if ("backward" in name.lower() or "Backward" in name) \
+                    else "other forward"
+        sums[cat] = sums.get(cat, 0.0) + event.self_cpu_time_total / 1e3
+    total = sum(sums.values())
+    return {c: (ms / calls, ms / total) for c, ms in sums.items()}
+
+
+def print_profiles(ours_rows, ours_total_ms, theirs):
+    """The project's and torch's per-category times of one train step, side by side."""
+    print("| where the train step's time goes | here ms | share | torch ms | share |")
+    print("|---|---|---|---|---|")
+    names = [r[0] for r in ours_rows] + [c for c in theirs if c not in {r[0] for r in ours_rows}]
+    ours = {name: (ms, share) for name, ms, share in ours_rows}
+    for name in names:
+        o_ms, o_share = ours.get(name, (0.0, 0.0))
+        t_ms, t_share = theirs.get(name, (0.0, 0.0))
+        print(f"| {name} | {o_ms:.0f} | {o_share:.1%} | {t_ms:.0f} | {t_share:.1%} |")
+    print(f"| total of op times | {ours_total_ms:.0f} | | "
+          f"{sum(ms for ms, _ in theirs.values()):.0f} | |")
+
+
 # ------------------------------------------------------------------------------- project
 def project(pointrend: bool, crop, batch, subdivision_points):
     c = semantic_config()
@@ -130,7 +183,7 @@ def project(pointrend: bool, crop, batch, subdivision_points):
     # the train step donates its state: the variables are those of the latest state
     variables = lambda: {"params": holder["state"].params,  # noqa: E731
                          "batch_stats": holder["state"].batch_stats}
-    return c, train, compile_s, mem_bytes, predict, variables
+    return c, train, compile_s, mem_bytes, predict, variables, compiled
 
 
 def median_alternating(fns, steps):
@@ -152,6 +205,9 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--small", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="also trace 2 train steps of each framework (with PointRend) and "
+                             "print where their time goes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     scale = 4 if args.small else 1
@@ -159,8 +215,8 @@ def main():
     points = 8192 // (scale * scale)
     rows = []
     for pointrend in (True, False):
-        _, train, compile_s, mem_bytes, predict, get_variables = project(pointrend, crop, args.batch,
-                                                                          points)
+        _, train, compile_s, mem_bytes, predict, get_variables, compiled = project(
+            pointrend, crop, args.batch, points)
         tmodel = torch_model(pointrend, points)
         opt = torch.optim.SGD(tmodel.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
         g = torch.Generator().manual_seed(0)
@@ -178,6 +234,9 @@ def main():
         ours_i, torch_i = median_alternating(
             [lambda: jax.block_until_ready(predict(variables, image, sizes)),
              lambda: torch_infer(tmodel, timage)], max(1, args.steps - 1))
+        if pointrend and args.profile:
+            profile = (*step_profile.profile_by_category(compiled, train, calls=2),
+                       torch_profile(lambda: torch_train_step(tmodel, opt, images, labels), 2))
         rows.append((pointrend, args.batch / ours_s, args.batch / torch_s, ours_i, torch_i,
                      compile_s, predict_compile_s, mem_bytes))
 
@@ -194,6 +253,9 @@ def main():
     share = lambda with_pr, without: (1 / with_pr - 1 / without) / (1 / with_pr)  # noqa: E731
     print(f"PointRend's share of the train step: here {share(pr[1], plain[1]):.0%}, "
           f"torch {share(pr[2], plain[2]):.0%}")
+    if args.profile:
+        print_profiles(*profile)
+
 
 if __name__ == "__main__":
     main()

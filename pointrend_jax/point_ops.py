@@ -9,6 +9,8 @@ map: pixel `(i, j)` (row i, column j) has its centre at `((j + 0.5) / W, (i + 0.
 This is torch's `grid_sample(..., align_corners=False)` applied to `2 * coords - 1`, the
 convention of detectron2's PointRend. Every function here has static output shapes and
 runs under `jax.jit`; argument checks happen on static shapes, before anything is traced.
+Sampling and point selection run under the named scopes `point_sample` and
+`point_selection`, so their ops carry those names in compiled HLO and in profiles.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ def _check_map(name: str, x, rank: int = 4) -> None:
         raise _shape_error(name, x, "non-empty")
 
 
+@jax.named_scope("point_sample")
 def point_sample(features: jax.Array, coords: jax.Array, *, mode: str = "bilinear") -> jax.Array:
     """Samples `features (N, H, W, C)` at `coords (N, P, 2)` -> `(N, P, C)`.
 
@@ -180,6 +183,7 @@ def calculate_uncertainty(logits: jax.Array) -> jax.Array:
     return top2 - top1
 
 
+@jax.named_scope("point_selection")
 def sample_training_points(
     rng: jax.Array,
     coarse_logits: jax.Array,
@@ -231,6 +235,7 @@ def check_recall_target(recall_target, name: str = "recall_target") -> None:
         raise ValueError(f"{name} must be in (0, 1] (1 = exact top-k); got {recall_target}")
 
 
+@jax.named_scope("point_selection")
 def uncertain_grid_points(
     uncertainty: jax.Array, num_points: int, *, recall_target: float = 1.0
 ) -> Tuple[jax.Array, jax.Array]:
