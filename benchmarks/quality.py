@@ -1,8 +1,9 @@
 """Segmentation quality on the synthetic multi-class set at equal steps:
 coarse head only, PointRend, PointRend + ELU point head, PointRend + upsample-coarse-first
-(the two practitioner variants of docs/design.md).
+(the two practitioner variants of docs/design.md), PointRend with bfloat16 compute (float32
+parameters and losses).
 
-    python benchmarks/quality.py [--steps 1500] [--workdir runs/quality]
+    python benchmarks/quality.py [--steps 1500] [--workdir runs/quality] [--variants NAME ...]
 
 Each variant trains `configs/synthetic_multiclass.py` (same seed, same data, same schedule)
 for `--steps` steps and is evaluated on the 128 val images; the table gives mIoU and
@@ -22,6 +23,7 @@ VARIANTS = {
     "PointRend": {},
     "PointRend + ELU": {"pointrend.activation": "elu"},
     "PointRend + upsample-first": {"pointrend.upsample_coarse_first": True},
+    "PointRend, bfloat16": {"model.dtype": "bfloat16"},
 }
 
 
@@ -35,20 +37,24 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "quality"))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        metavar="NAME", help=f"a subset of {list(VARIANTS)}")
     args = parser.parse_args()
 
     from pointrend_jax.evaluate import evaluate
     from pointrend_jax.train import train  # noqa: E402
 
     rows = []
-    for name, overrides in VARIANTS.items():
+    for name in args.variants:
+        overrides = VARIANTS[name]
         config = load_config()
         config.train.num_steps = args.steps
         config.train.image_summary_every = 0
         for key, value in overrides.items():
             section, field = key.split(".")
             config[section][field] = value
-        workdir = os.path.join(args.workdir, name.replace(" ", "_").replace("+", "plus"))
+        workdir = os.path.join(args.workdir, name.replace(" ", "_").replace("+", "plus")
+                               .replace(",", ""))
         train(config, workdir)
         results = evaluate(config, workdir)
         final = results["pointrend"] or results["coarse"]

@@ -85,6 +85,23 @@ def cpu_sized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
+def folder_sized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`configs/folder.py`'s defaults, chosen by a measured sweep (benchmarks/RESULTS.md):
+    `cpu_sized`'s schedule with a SemanticFPN coarse head (FPN and head of 64 channels, coarse
+    logits at 1/4) on ResNet-18 at width 16, the point head on p2, 2 subdivision steps back
+    to full resolution, 2600 steps of 16 crops of 128x128. On about 500 images of 128-256 px
+    it trains and evaluates in under 15 minutes on 2 CPU cores."""
+    cpu_sized(c)
+    c.model.head = "semantic_fpn"
+    c.model.backbone.output_stride = 32
+    c.model.fpn_channels = 64
+    c.model.head_channels = 64
+    c.pointrend.fine_features = ("p2",)
+    c.pointrend.subdivision_steps = 2
+    c.train.num_steps = 2600
+    return c
+
+
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The same experiment shrunk to a seconds-long smoke run (tests, CI)."""
     c.augment.crop_size = (64, 64)
