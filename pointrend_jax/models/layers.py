@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pointrend_jax.models import conv_grad
+
 Array = jax.Array
 Dtype = Any
 
@@ -101,7 +103,8 @@ def conv(
     Input ``(N, H, W, C_in)`` -> ``(N, ceil(H / stride), ceil(W / stride), features)``
     for odd kernels, exactly as torch ``Conv2d(padding=dilation * (k - 1) // 2)``.
     ``groups`` splits the channels into that many independent convolutions (torch's
-    ``groups``): kernel ``(k, k, C_in / groups, features)``.
+    ``groups``): kernel ``(k, k, C_in / groups, features)``. Its kernel gradient is
+    ``conv_grad``'s (matrix products on the CPU).
     """
     pad = dilation * (kernel_size - 1) // 2
     return nn.Conv(
@@ -116,6 +119,7 @@ def conv(
         bias_init=nn.initializers.zeros,
         dtype=dtype,
         param_dtype=param_dtype,
+        conv_general_dilated=conv_grad.conv_general_dilated,
         name=name,
     )
 
