@@ -12,7 +12,8 @@ matched to its instruction and put into the first category whose rule matches:
   point selection            the `point_selection` scope (uncertainty, top-k, gathers)
   point sampling             the `point_sample` scope (bilinear gathers; backward scatters)
   point head                 the `point_head` module (its MLP, forward and backward)
-  convolutions fwd / bwd     `convolution` instructions (bwd: under `transpose(...)`)
+  convolutions fwd / bwd     `convolution` instructions (bwd: under `transpose(...)`), and
+                             the `conv_kernel_grad` scope (kernel gradients as matmuls)
   norms                      ops of BatchNorm / GroupNorm / FrozenBN modules (`bn`, `norm`)
   other forward / backward   the rest (activations, resizes, losses)
   layout copies              instructions XLA made without a source op (transposes, reversals)
@@ -96,6 +97,8 @@ def category(opcode: str, op_name: str) -> str:
         return "point head"
     if opcode == "convolution":
         return "convolutions backward" if backward else "convolutions forward"
+    if "conv_kernel_grad" in op_name:  # models/conv_grad.py: kernel gradients as matmuls
+        return "convolutions backward"
     if any(_NORM_MODULE.search(part) for part in op_name.split("/")):
         return "norms"
     return "other backward" if backward else "other forward"

@@ -61,6 +61,8 @@ def test_category_rules():
         "convolutions backward"
     assert step_profile.category("convolution", "") == "convolutions backward"
     assert step_profile.category("copy", "") == "layout copies"
+    assert step_profile.category("dot", "jit(s)/transpose(jvp(M))/conv/cond/conv_kernel_grad/dot") \
+        == "convolutions backward"
     assert step_profile.category("multiply", "jit(step)/mul") == "optimizer and bookkeeping"
     assert step_profile.category("add", "jit(s)/jvp(M)/net/backbone/layer1_0/bn2/add") == "norms"
     assert step_profile.category("add", "jit(s)/jvp(M)/net/head/p2_0_norm/add") == "norms"

@@ -12,8 +12,8 @@ The kernel gradient is also, for each kernel tap `(i, j)`, one matrix product:
 by `(N*H*W, C_out)`, which run at matmul speed. `conv_general_dilated` is
 `lax.conv_general_dilated` with that kernel gradient on the CPU (and XLA's own input
 gradient; on GPU and TPU, whose libraries have fast kernel-gradient convolutions, XLA's
-gradient: `lax.platform_dependent` picks it when the program is lowered); it is what
-`layers.conv` passes to `nn.Conv`. Grouped convolutions and input dilation keep XLA's
+gradient: `lax.platform_dependent` picks it when the program is lowered); `layers.conv`,
+the RPN head and the 28x28 mask head pass it to `nn.Conv`. Grouped convolutions and input dilation keep XLA's
 gradient everywhere. Shapes: `x (N, H, W, C_in)`, kernel `(KH, KW, C_in, C_out)`, channels-last.
 """
 from __future__ import annotations
@@ -41,6 +41,7 @@ def _conv(x, w, strides, padding, dilation, precision):
                                     dimension_numbers=_NHWC, precision=precision)
 
 
+@jax.named_scope("conv_kernel_grad")
 def kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int], strides, padding,
                 dilation, precision=None) -> jax.Array:
     """d loss / d kernel `(KH, KW, C_in, C_out)` of an NHWC convolution, from its input
@@ -59,9 +60,11 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int], strides,
             start = (0, i * dh, j * dw, 0)
             limit = (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, xp.shape[3])
             patch = lax.slice(xp, start, limit, (1, sh, sw, 1))  # (N, Ho, Wo, C_in)
-            row.append(lax.dot_general(patch, g, (((0, 1, 2), (0, 1, 2)), ((), ())),
+            # (C_out, C_in): XLA:CPU's dot wants the lhs contracted on its minor axis, so
+            # the lhs is g (transposed once for every tap) and the patches stay as sliced.
+            row.append(lax.dot_general(g, patch, (((0, 1, 2), (0, 1, 2)), ((), ())),
                                        precision=precision,
-                                       preferred_element_type=jnp.float32))
+                                       preferred_element_type=jnp.float32).T)
         taps.append(jnp.stack(row))
     return jnp.stack(taps)
 

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from pointrend_jax.models import conv_grad
 from pointrend_jax.models.box_ops import multilevel_roi_align, sample_counts
 from pointrend_jax.models.layers import msra_fill, xavier_fill
 from pointrend_jax.point_head import PointHead
@@ -425,7 +426,8 @@ class MaskRCNNConvHead(nn.Module):
         x = pooled.reshape(n * r, *pooled.shape[2:]).astype(self.dtype)
         for i in range(self.num_conv):
             x = nn.relu(nn.Conv(self.conv_dim, (3, 3), padding=((1, 1), (1, 1)), kernel_init=msra_fill,
-                                dtype=self.dtype, name=f"mask_fcn{i + 1}")(x))
+                                dtype=self.dtype, conv_general_dilated=conv_grad.conv_general_dilated,
+                                name=f"mask_fcn{i + 1}")(x))
         x = nn.relu(Upsample2x2(self.conv_dim, dtype=self.dtype, name="deconv")(x))
         x = nn.Conv(1 if self.cls_agnostic_mask else self.num_classes, (1, 1),
                     kernel_init=_predictor_init, dtype=self.dtype, name="predictor")(x)

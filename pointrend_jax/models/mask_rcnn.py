@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pointrend_jax.models import box_ops
+from pointrend_jax.models import box_ops, conv_grad
 from pointrend_jax.models.fpn import FPN
 from pointrend_jax.models.implicit_mask_head import ImplicitPointRendMaskHead
 from pointrend_jax.models.layers import (IMAGENET_MEAN, IMAGENET_STD, compute_dtype,
@@ -135,7 +135,8 @@ class RPNHead(nn.Module):
         init = nn.initializers.normal(0.01)
         channels = features[0].shape[-1]
         conv = nn.Conv(channels, (3, 3), padding=((1, 1), (1, 1)), kernel_init=init,
-                       dtype=self.dtype, name="conv")
+                       dtype=self.dtype, conv_general_dilated=conv_grad.conv_general_dilated,
+                       name="conv")
         objectness = nn.Conv(self.num_anchors, (1, 1), kernel_init=init, dtype=self.dtype,
                              name="objectness_logits")
         deltas = nn.Conv(self.num_anchors * 4, (1, 1), kernel_init=init, dtype=self.dtype,
