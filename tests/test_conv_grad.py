@@ -71,7 +71,7 @@ def test_bfloat16_kernel_gradient_keeps_the_kernel_dtype(np_rng):
     w = jnp.asarray(np_rng.normal(size=(3, 3, 3, 2)), jnp.bfloat16)
     f = lambda w: jnp.sum(conv_grad.conv_general_dilated(  # noqa: E731
         x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC).astype(jnp.float32))
-    dw = jax.grad(f)(w)
+    dw = jax.jit(jax.grad(f))(w)
     ref = jax.grad(lambda w: jnp.sum(lax.conv_general_dilated(
         x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC).astype(jnp.float32)))(w)
     assert dw.dtype == jnp.bfloat16

@@ -45,11 +45,14 @@ def _conv(x, w, strides, padding, dilation, precision):
 def kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int], strides, padding,
                 dilation, precision=None) -> jax.Array:
     """d loss / d kernel `(KH, KW, C_in, C_out)` of an NHWC convolution, from its input
-    `x (N, H, W, C_in)` and output gradient `g (N, Ho, Wo, C_out)`, as KH*KW matmuls
-    accumulated in float32 (returned in float32)."""
+    `x (N, H, W, C_in)` and output gradient `g (N, Ho, Wo, C_out)`, as KH*KW matmuls in
+    `x`'s dtype."""
     kh, kw = kernel_hw
     (pt, pb), (pl, pr) = padding
     xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (pt, pb, 0), (pl, pr, 0), (0, 0, 0)))
+    # operands in the compute dtype, as XLA's own kernel gradient has them (XLA:CPU has no
+    # bf16 x bf16 -> f32 dot)
+    g = g.astype(x.dtype)
     n, ho, wo, _ = g.shape
     sh, sw = strides
     dh, dw = dilation
@@ -63,8 +66,7 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int], strides,
             # (C_out, C_in): XLA:CPU's dot wants the lhs contracted on its minor axis, so
             # the lhs is g (transposed once for every tap) and the patches stay as sliced.
             row.append(lax.dot_general(g, patch, (((0, 1, 2), (0, 1, 2)), ((), ())),
-                                       precision=precision,
-                                       preferred_element_type=jnp.float32).T)
+                                       precision=precision).T)
         taps.append(jnp.stack(row))
     return jnp.stack(taps)
 
