@@ -38,8 +38,9 @@ from pointrend_jax.tasks import validated_task
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 import d2_reference as R  # noqa: E402
 from torch_resnet import TorchResNet  # noqa: E402
+from versus_torch import uncertain_points_with_randomness  # noqa: E402
 
-POINTS, OVERSAMPLE, IMPORTANCE = 512, 3, 0.75
+POINTS = 512  # oversampling 3 and importance 0.75: versus_torch's point selection
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)  # RGB, ImageNet
 STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
 
@@ -70,23 +71,12 @@ class Script(torch.nn.Module):
         return features, self.head.coarse_sem_seg_head.layers(features)
 
 
-def uncertain_points(coarse, n):
-    """Training points: n*k uniform candidates, the beta*n most uncertain + fresh uniform."""
-    b = coarse.shape[0]
-    coords = torch.rand(b, n * OVERSAMPLE, 2)
-    uncertainty = R.semantic_uncertainty(R.point_sample(coarse, coords)[..., None])[..., 0]
-    important = int(IMPORTANCE * n)
-    idx = torch.topk(uncertainty[:, 0], important, dim=1)[1]
-    chosen = torch.gather(coords, 1, idx[..., None].expand(-1, -1, 2))
-    return torch.cat([chosen, torch.rand(b, n - important, 2)], dim=1)
-
-
 def train_step(model, opt, images, labels):
     features, coarse = model(images)
     loss = F.cross_entropy(F.interpolate(coarse, scale_factor=4, mode="bilinear",
                                          align_corners=False), labels, ignore_index=255)
     with torch.no_grad():
-        coords = uncertain_points(coarse.detach(), POINTS)
+        coords = uncertain_points_with_randomness(coarse.detach(), POINTS)
     point_logits = model.head.point_head(R.point_sample(features["p2"], coords),
                                          R.point_sample(coarse, coords))
     point_labels = F.grid_sample(labels[:, None].float(), 2.0 * coords[:, :, None] - 1.0,
