@@ -10,12 +10,13 @@ detectron2 and this project live in separate environments, so the measurement ha
 `reference` builds detectron2's models from the PointRend zoo configs under D2_SOURCE
 (`pointrend_semantic_R_101_FPN_1x_cityscapes.yaml`, `pointrend_rcnn_R_50_FPN_1x_coco.yaml`)
 with random weights of a scale that keeps activations O(1) (detectron2's own init gives every
-box the same score and every mask logit 0), saves each as a model zoo `.pkl` and its
-predictions on random images (one of a multiple of 32, one detectron2 pads). `compare` imports
-each with `python -m pointrend_jax.convert` (timed), predicts with `pointrend_jax.load(workdir)
-.predict` and prints the figures benchmarks/RESULTS.md records: semantic class-map agreement
-and logit difference; instance detections found (same class, box IoU >= 0.5, greedily by
-score), their box IoU and mask IoU, and score difference.
+box the same score and every mask logit 0) and box regressions of a trained model's size (so
+boxes are objects near their anchors and proposals, not slivers), saves each as a model zoo
+`.pkl` and its predictions on random images (one of a multiple of 32, one detectron2 pads).
+`compare` imports each with `python -m pointrend_jax.convert` (timed), predicts with
+`pointrend_jax.load(workdir).predict` and prints the figures benchmarks/RESULTS.md records:
+semantic class-map agreement and logit difference; instance detections found (same class, box
+IoU >= 0.5, greedily by score), their box IoU and mask IoU, and score difference.
 """
 from __future__ import annotations
 
@@ -45,14 +46,20 @@ REPO = os.path.dirname(HERE)
 # anchors and proposals and scores and masks do not saturate
 _OUTPUT_LAYERS = ("objectness_logits", "anchor_deltas", "cls_score", "bbox_pred", "prediction",
                   "predictor")
+# box regressions (the RPN's and the box head's), weights and biases a further 20x smaller,
+# as tests/test_d2_import.py scales them: a trained model's small corrections, so boxes have
+# object size near their anchors and proposals instead of random slivers that clipping empties
+_REGRESSION_LAYERS = ("anchor_deltas", "bbox_pred")
+_REGRESSION_SCALE = 0.05
 
 
 def randomize(model, seed: int) -> None:
     """Random weights and norm buffers of every state-dict tensor: weights normal /
     sqrt(fan_in), biases and means N(0, 0.1^2), norm scales and variances U(0.5, 1.5), the
     scale of each bottleneck's last norm 10x smaller (else 33 residual additions grow the
-    activations of a ResNet-101 into the thousands and the box head's scores overflow), and
-    the prediction layers' weights 10x smaller (`_OUTPUT_LAYERS`)."""
+    activations of a ResNet-101 into the thousands and the box head's scores overflow), the
+    prediction layers' weights 10x smaller (`_OUTPUT_LAYERS`), and the box regressions'
+    weights and biases a further `_REGRESSION_SCALE` (`_REGRESSION_LAYERS`)."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
@@ -70,6 +77,8 @@ def randomize(model, seed: int) -> None:
                 value = torch.randn(tensor.shape, generator=generator) / math.sqrt(fan_in)
                 if any(part in name for part in _OUTPUT_LAYERS):
                     value = value / 10
+            if any(part in name for part in _REGRESSION_LAYERS):
+                value = value * _REGRESSION_SCALE
             tensor.copy_(value)
 
 
@@ -170,7 +179,8 @@ def compare(out: str, tasks) -> None:
                 taken.add(i)
                 box_ious.append(iou[i, j])
                 a, b = ours["masks"][i], ref["masks"][j]
-                mask_ious.append((a & b).sum() / max((a | b).sum(), 1))
+                union = (a | b).sum()  # two empty masks are equal: IoU 1
+                mask_ious.append((a & b).sum() / union if union else 1.0)
                 score_diffs.append(abs(ours["scores"][i] - ref["scores"][j]))
             found = (f"; box IoU mean {np.mean(box_ious):.6f} min {np.min(box_ious):.6f}; mask "
                      f"IoU mean {np.mean(mask_ious):.6f} min {np.min(mask_ious):.6f}; max |score "
