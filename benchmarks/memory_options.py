@@ -12,18 +12,11 @@ of each total to the float32, no-remat row.
 from __future__ import annotations
 
 import argparse
-import time
-
-import jax
-import numpy as np
 
 from machine_info import describe
 from pointrend_jax.semantic.config import semantic_config
-from pointrend_jax.tasks import validated_task
 from pointrend_jax.train import memory
-from pointrend_jax.train import optimizer as optimizer_lib
-from pointrend_jax.train import state as state_lib
-from pointrend_jax.train.step import jit_train_step, make_train_step
+from semantic_step import compiled_train_step
 
 K = 19
 ROWS = (("float32", False), ("float32", True), ("bfloat16", False), ("bfloat16", True))
@@ -35,19 +28,8 @@ def step_memory(dtype: str, remat: bool, crop, batch):
     c.augment.crop_size = crop
     c.model.dtype = dtype
     c.model.backbone.remat = remat
-    task = validated_task(c)
-    model = task.build_model(c, K)
-    tx, schedule = optimizer_lib.make_optimizer(c.optimizer, 1000)
-    mesh = state_lib.make_mesh(c.mesh)
-    state = state_lib.create_train_state(model, tx, jax.random.key(0), crop, mesh, c.mesh)
-    rng = np.random.default_rng(0)
-    data = state_lib.global_batch(
-        {"image": rng.integers(0, 256, (batch, *crop, 3), dtype=np.uint8),
-         "label": rng.integers(0, K, (batch, *crop), dtype=np.uint8)}, mesh)
-    step = jit_train_step(make_train_step(task.loss_fn(model, c), tx, schedule), state, mesh)
-    start = time.perf_counter()
-    compiled = step.lower(state, data, jax.random.key(1)).compile()
-    return memory.step_bytes(compiled), time.perf_counter() - start
+    *_, compiled, compile_s = compiled_train_step(c, K, batch)
+    return memory.step_bytes(compiled), compile_s
 
 
 def main():

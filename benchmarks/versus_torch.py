@@ -38,10 +38,7 @@ import step_profile
 from machine_info import describe
 from pointrend_jax.semantic.config import semantic_config
 from pointrend_jax.semantic.predictor import make_predict_fn
-from pointrend_jax.tasks import validated_task
-from pointrend_jax.train import optimizer as optimizer_lib
-from pointrend_jax.train import state as state_lib
-from pointrend_jax.train.step import jit_train_step, make_train_step
+from semantic_step import compiled_train_step
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 import d2_reference as R  # noqa: E402
@@ -157,19 +154,7 @@ def project(pointrend: bool, crop, batch, subdivision_points):
     c.augment.crop_size = crop
     c.pointrend.enabled = pointrend
     c.pointrend.subdivision_num_points = subdivision_points
-    task = validated_task(c)
-    model = task.build_model(c, K)
-    tx, schedule = optimizer_lib.make_optimizer(c.optimizer, 1000)
-    mesh = state_lib.make_mesh(c.mesh)
-    state = state_lib.create_train_state(model, tx, jax.random.key(0), crop, mesh, c.mesh)
-    rng = np.random.default_rng(0)
-    data = state_lib.global_batch(
-        {"image": rng.integers(0, 256, (batch, *crop, 3), dtype=np.uint8),
-         "label": rng.integers(0, K, (batch, *crop), dtype=np.uint8)}, mesh)
-    step = jit_train_step(make_train_step(task.loss_fn(model, c), tx, schedule), state, mesh)
-    start = time.perf_counter()
-    compiled = step.lower(state, data, jax.random.key(1)).compile()
-    compile_s = time.perf_counter() - start
+    model, state, data, compiled, compile_s = compiled_train_step(c, K, batch)
     mem = compiled.memory_analysis()
     mem_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
                  if mem is not None else float("nan"))
