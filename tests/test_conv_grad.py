@@ -17,8 +17,10 @@ NHWC = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "
 @pytest.mark.parametrize("k,stride,dilation,size", [
     (3, 1, 1, (9, 12)), (3, 2, 1, (9, 12)), (1, 1, 1, (7, 5)), (1, 2, 1, (8, 8)),
     (3, 1, 2, (10, 11)), (7, 2, 1, (15, 16)), (2, 2, 1, (8, 10))])
-def test_kernel_and_input_gradients_equal_torch(np_rng, k, stride, dilation, size):
-    n, cin, cout = 2, 5, 4
+# narrowing and widening: the two operand orders of the kernel-gradient matmuls
+@pytest.mark.parametrize("cin,cout", [(5, 4), (3, 6)])
+def test_kernel_and_input_gradients_equal_torch(np_rng, k, stride, dilation, size, cin, cout):
+    n = 2
     x = np_rng.normal(size=(n, *size, cin))
     w = np_rng.normal(size=(k, k, cin, cout))
     g_seed = np_rng.normal(size=(1,)).item()

@@ -56,6 +56,8 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int], strides,
     n, ho, wo, _ = g.shape
     sh, sw = strides
     dh, dw = dilation
+    dims = (((0, 1, 2), (0, 1, 2)), ((), ()))
+    g_first = g.shape[3] <= xp.shape[3]  # C_out <= C_in
     taps = []
     for i in range(kh):
         row = []
@@ -63,10 +65,14 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int], strides,
             start = (0, i * dh, j * dw, 0)
             limit = (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, xp.shape[3])
             patch = lax.slice(xp, start, limit, (1, sh, sw, 1))  # (N, Ho, Wo, C_in)
-            # (C_out, C_in): XLA:CPU's dot wants the lhs contracted on its minor axis, so
-            # the lhs is g (transposed once for every tap) and the patches stay as sliced.
-            row.append(lax.dot_general(g, patch, (((0, 1, 2), (0, 1, 2)), ((), ())),
-                                       precision=precision).T)
+            # XLA:CPU lays one operand of each dot out as (C, N*Ho*Wo), a transposing copy;
+            # the order of the operands picks which: g (once, shared by the taps) when
+            # C_out <= C_in, else each patch, the narrower of the two (a 1x1 conv of
+            # 64 -> 256 channels at 2x128x256: 78 ms instead of 326).
+            if g_first:
+                row.append(lax.dot_general(g, patch, dims, precision=precision).T)
+            else:
+                row.append(lax.dot_general(patch, g, dims, precision=precision))
         taps.append(jnp.stack(row))
     return jnp.stack(taps)
 
