@@ -7,9 +7,15 @@ in the 1x1 as detectron2 has it, FPN 256, the head's first 3x3 on p2 and p3), th
 convolution and the kernel gradient, each jit-compiled alone (channels-last) and timed
 against torch's `conv2d` and `torch.nn.grad.conv2d_weight` (channels-first) in the same
 process with the same threads: best of 3 after a warm-up. The kernel gradient here is the
-project's (`models/conv_grad.kernel_grad`, KH*KW matmuls). The totals weigh each shape by how
-often the step has it, so that they can be held against the step profile of
+project's (`models/conv_grad.kernel_grad`, KH*KW matmuls), timed in the operand order it
+picks (the narrower operand first) and in the two fixed orders. The totals weigh each shape
+by how often the step has it, so that they can be held against the step profile of
 `versus_torch.py --profile`.
+
+A second table times one of each kernel gradient's matmuls alone, `(N*Ho*Wo, C_in)` by
+`(N*Ho*Wo, C_out)` contracted over the long axis, as XLA's `dot_general` and as torch's
+`a.T @ b` (its BLAS) on the same arrays: the speed of the matrix-product kernel itself, and
+how much of the kernel gradient's time is its KH*KW matmuls at that speed.
 """
 from __future__ import annotations
 
@@ -49,7 +55,6 @@ SHAPES = (
     ("head 3x3 256->128 on p3", 64, 128, 256, 128, 3, 1, 2),
 )
 
-
 def best_of(fn, repeats: int = 3) -> float:
     fn()
     times = []
@@ -58,6 +63,11 @@ def best_of(fn, repeats: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def kernel_grad_fn(k, stride, padding, g_first):
+    return jax.jit(lambda a, b: conv_grad.kernel_grad(a, b, (k, k), (stride, stride), padding,
+                                                      (1, 1), g_first=g_first))
 
 
 def main():
@@ -69,9 +79,10 @@ def main():
     rng = np.random.default_rng(0)
     print(describe(f"convolutions of SemanticFPN-R50 at 512x1024, batch {args.batch}"))
     print("| convolution | count | forward ms here | torch | ratio | kernel gradient ms here "
-          "| torch | ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    totals = np.zeros(4)
+          "| g first | patch first | torch | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    totals = np.zeros(6)
+    matmuls = []
     for name, h, w, cin, cout, k, stride, count in SHAPES:
         pad = (k - 1) // 2
         x = rng.standard_normal((args.batch, h, w, cin), np.float32)
@@ -86,8 +97,7 @@ def main():
         g = np.asarray(jax.jit(forward)(jx, jw))
         jg = jnp.asarray(g)
         fwd = jax.jit(forward)
-        kgrad = jax.jit(lambda a, b: conv_grad.kernel_grad(a, b, (k, k), (stride, stride),
-                                                           padding, (1, 1)))
+        kgrads = [kernel_grad_fn(k, stride, padding, order) for order in (None, True, False)]
         tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
         tw = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
         tg = torch.from_numpy(np.ascontiguousarray(g.transpose(0, 3, 1, 2)))
@@ -95,17 +105,42 @@ def main():
             row = np.array([
                 best_of(lambda: jax.block_until_ready(fwd(jx, jw))),
                 best_of(lambda: torch.nn.functional.conv2d(tx, tw, stride=stride, padding=pad)),
-                best_of(lambda: jax.block_until_ready(kgrad(jx, jg))),
+                *[best_of(lambda f=f: jax.block_until_ready(f(jx, jg))) for f in kgrads],
                 best_of(lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tg, stride=stride,
                                                             padding=pad)),
             ])
         totals += count * row
         ms = 1000 * row
         print(f"| {name} | {count} | {ms[0]:.1f} | {ms[1]:.1f} | {row[0] / row[1]:.2f} | "
-              f"{ms[2]:.1f} | {ms[3]:.1f} | {row[2] / row[3]:.2f} |", flush=True)
+              f"{ms[2]:.1f} | {ms[3]:.1f} | {ms[4]:.1f} | {ms[5]:.1f} | {row[2] / row[5]:.2f} |",
+              flush=True)
+        # one tap's matmul: the patch (N*Ho*Wo, C_in) and g (N*Ho*Wo, C_out)
+        m = g.shape[0] * g.shape[1] * g.shape[2]
+        a = rng.standard_normal((m, cin), np.float32)
+        b = g.reshape(m, cout)
+        ja, jb = jnp.asarray(a), jnp.asarray(b)
+        dot = jax.jit(lambda p, q: lax.dot_general(p, q, (((0,), (0,)), ((), ()))))
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        matmuls.append((name, count, k * k, (m, cin, cout),
+                        best_of(lambda: jax.block_until_ready(dot(ja, jb))),
+                        best_of(lambda: ta.T @ tb), row[2]))
     ms = 1000 * totals
     print(f"| **weighted total** | | {ms[0]:.0f} | {ms[1]:.0f} | {totals[0] / totals[1]:.2f} | "
-          f"{ms[2]:.0f} | {ms[3]:.0f} | {totals[2] / totals[3]:.2f} |")
+          f"{ms[2]:.0f} | {ms[3]:.0f} | {ms[4]:.0f} | {ms[5]:.0f} | {totals[2] / totals[5]:.2f} |")
+    print()
+    print("| one tap's matmul (M = N*Ho*Wo) | M x C_in x C_out | XLA GFLOP/s | torch GFLOP/s "
+          "| ratio | taps x XLA matmul ms | kernel gradient ms | matmuls' share |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    tap_total = grad_total = 0.0
+    for name, count, taps, (m, cin, cout), t_xla, t_torch, t_grad in matmuls:
+        flops = 2.0 * m * cin * cout
+        print(f"| {name} | {m} x {cin} x {cout} "
+              f"| {flops / t_xla / 1e9:.0f} | {flops / t_torch / 1e9:.0f} | {t_torch / t_xla:.2f} "
+              f"| {1000 * taps * t_xla:.1f} | {1000 * t_grad:.1f} | {taps * t_xla / t_grad:.0%} |")
+        tap_total += count * taps * t_xla
+        grad_total += count * t_grad
+    print(f"| **weighted total** | | | | | {1000 * tap_total:.0f} | {1000 * grad_total:.0f} "
+          f"| {tap_total / grad_total:.0%} |")
 
 
 if __name__ == "__main__":

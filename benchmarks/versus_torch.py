@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -171,16 +172,26 @@ def project(pointrend: bool, crop, batch, subdivision_points):
     return c, train, compile_s, mem_bytes, predict, variables, compiled
 
 
-def median_alternating(fns, steps):
-    """Each of `fns` once as warm-up, then `steps` rounds calling each in turn -> medians (s)."""
+def median_alternating(fns, steps, usage=None):
+    """Each of `fns` once as warm-up, then `steps` rounds calling each in turn -> medians (s).
+    With a list `usage`, also appends each fn's medians of (minor page faults, system CPU
+    seconds) per call, from the process's `getrusage` around it."""
     for fn in fns:
         fn()
     times = [[] for _ in fns]
+    faults = [[] for _ in fns]
+    system = [[] for _ in fns]
     for _ in range(steps):
         for i, fn in enumerate(fns):
+            before = resource.getrusage(resource.RUSAGE_SELF)
             start = time.perf_counter()
             fn()
             times[i].append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            faults[i].append(after.ru_minflt - before.ru_minflt)
+            system[i].append(after.ru_stime - before.ru_stime)
+    if usage is not None:
+        usage.extend((statistics.median(f), statistics.median(s)) for f, s in zip(faults, system))
     return [statistics.median(t) for t in times]
 
 
@@ -207,8 +218,9 @@ def main():
         g = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (args.batch, 3, *crop), generator=g).float()
         labels = torch.randint(0, K, (args.batch, *crop), generator=g)
+        usage = []
         ours_s, torch_s = median_alternating(
-            [train, lambda: torch_train_step(tmodel, opt, images, labels)], args.steps)
+            [train, lambda: torch_train_step(tmodel, opt, images, labels)], args.steps, usage)
         variables = get_variables()
         image = np.random.default_rng(1).integers(0, 256, (1, *full, 3), dtype=np.uint8)
         sizes = np.asarray([full], np.int32)
@@ -223,14 +235,14 @@ def main():
             profile = (*step_profile.profile_by_category(compiled, train, calls=2),
                        torch_profile(lambda: torch_train_step(tmodel, opt, images, labels), 2))
         rows.append((pointrend, args.batch / ours_s, args.batch / torch_s, ours_i, torch_i,
-                     compile_s, predict_compile_s, mem_bytes))
+                     compile_s, predict_compile_s, mem_bytes, usage))
 
     print(describe(f"torch {torch.__version__} with {args.threads} threads; crop {crop[0]}x{crop[1]}, "
                    f"batch {args.batch}, inference {full[0]}x{full[1]}; medians of {args.steps}"))
     print("| model | train img/s here | torch | ratio | inference s here | torch | ratio "
           "| compile s (train / predict) | XLA step memory GiB |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for pointrend, o_ips, t_ips, o_i, t_i, c_s, p_s, mem in rows:
+    for pointrend, o_ips, t_ips, o_i, t_i, c_s, p_s, mem, _ in rows:
         name = "SemanticFPN-R50 + PointRend" if pointrend else "SemanticFPN-R50"
         print(f"| {name} | {o_ips:.3f} | {t_ips:.3f} | {o_ips / t_ips:.2f} | {o_i:.2f} | {t_i:.2f} "
               f"| {o_i / t_i:.2f} | {c_s:.0f} / {p_s:.0f} | {mem / 2**30:.2f} |")
@@ -238,6 +250,12 @@ def main():
     share = lambda with_pr, without: (1 / with_pr - 1 / without) / (1 / with_pr)  # noqa: E731
     print(f"PointRend's share of the train step: here {share(pr[1], plain[1]):.0%}, "
           f"torch {share(pr[2], plain[2]):.0%}")
+    print()
+    print("| model, per train step | minor page faults here | torch | system CPU s here | torch |")
+    print("|---|---:|---:|---:|---:|")
+    for pointrend, *_, ((o_f, o_sys), (t_f, t_sys)) in rows:
+        name = "SemanticFPN-R50 + PointRend" if pointrend else "SemanticFPN-R50"
+        print(f"| {name} | {o_f:,.0f} | {t_f:,.0f} | {o_sys:.1f} | {t_sys:.1f} |")
     if args.profile:
         print_profiles(*profile)
 

@@ -47,6 +47,20 @@ def test_kernel_and_input_gradients_equal_torch(np_rng, k, stride, dilation, siz
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("g_first", [True, False])
+@pytest.mark.parametrize("cin,cout", [(5, 4), (3, 6)])
+def test_both_operand_orders_give_torchs_kernel_gradient(np_rng, g_first, cin, cout):
+    x = np_rng.normal(size=(2, 9, 10, cin))
+    g = np_rng.normal(size=(2, 5, 5, cout))  # 3x3, stride 2, padding 1
+    dw = conv_grad.kernel_grad(jnp.asarray(x, jnp.float32), jnp.asarray(g, jnp.float32), (3, 3),
+                               (2, 2), ((1, 1), (1, 1)), (1, 1), g_first=g_first)
+    expected = torch.nn.grad.conv2d_weight(
+        torch.tensor(x.transpose(0, 3, 1, 2)), (cout, cin, 3, 3),
+        torch.tensor(g.transpose(0, 3, 1, 2)), stride=2, padding=1)
+    np.testing.assert_allclose(np.asarray(dw), expected.numpy().transpose(2, 3, 1, 0),
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_layers_conv_gradients_equal_xla(np_rng, monkeypatch):
     """Through `layers.conv` (nn.Conv with the matmul gradient), jitted, against the same
     module on `lax.conv_general_dilated`; a grouped conv (XLA's gradient) in the same net."""

@@ -19,7 +19,7 @@ gradient everywhere. Shapes: `x (N, H, W, C_in)`, kernel `(KH, KW, C_in, C_out)`
 from __future__ import annotations
 
 import functools
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -43,10 +43,12 @@ def _conv(x, w, strides, padding, dilation, precision):
 
 @jax.named_scope("conv_kernel_grad")
 def kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int], strides, padding,
-                dilation, precision=None) -> jax.Array:
+                dilation, precision=None, g_first: Optional[bool] = None) -> jax.Array:
     """d loss / d kernel `(KH, KW, C_in, C_out)` of an NHWC convolution, from its input
     `x (N, H, W, C_in)` and output gradient `g (N, Ho, Wo, C_out)`, as KH*KW matmuls in
-    `x`'s dtype."""
+    `x`'s dtype. `g_first` is the matmuls' operand order: `None` puts the narrower of `g`
+    and the input patch first (see below); `True` / `False` force one order (the result is
+    the same; `benchmarks/conv_shapes.py` times both)."""
     kh, kw = kernel_hw
     (pt, pb), (pl, pr) = padding
     xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (pt, pb, 0), (pl, pr, 0), (0, 0, 0)))
@@ -57,7 +59,8 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int], strides,
     sh, sw = strides
     dh, dw = dilation
     dims = (((0, 1, 2), (0, 1, 2)), ((), ()))
-    g_first = g.shape[3] <= xp.shape[3]  # C_out <= C_in
+    if g_first is None:
+        g_first = g.shape[3] <= xp.shape[3]  # C_out <= C_in
     taps = []
     for i in range(kh):
         row = []
@@ -67,8 +70,8 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int], strides,
             patch = lax.slice(xp, start, limit, (1, sh, sw, 1))  # (N, Ho, Wo, C_in)
             # XLA:CPU lays one operand of each dot out as (C, N*Ho*Wo), a transposing copy;
             # the order of the operands picks which: g (once, shared by the taps) when
-            # C_out <= C_in, else each patch, the narrower of the two (a 1x1 conv of
-            # 64 -> 256 channels at 2x128x256: 78 ms instead of 326).
+            # C_out <= C_in, else each patch, the narrower of the two (for the widening
+            # 1x1 convs of ResNet-50 several times faster: benchmarks/RESULTS.md).
             if g_first:
                 row.append(lax.dot_general(g, patch, dims, precision=precision).T)
             else:
