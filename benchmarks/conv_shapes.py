@@ -129,7 +129,7 @@ def main():
           f"{ms[2]:.0f} | {ms[3]:.0f} | {ms[4]:.0f} | {ms[5]:.0f} | {totals[2] / totals[5]:.2f} |")
     print()
     print("| one tap's matmul (M = N*Ho*Wo) | M x C_in x C_out | XLA GFLOP/s | torch GFLOP/s "
-          "| ratio | taps x XLA matmul ms | kernel gradient ms | matmuls' share |")
+          "| XLA / torch speed | taps x XLA matmul ms | kernel gradient ms | matmuls' share |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     tap_total = grad_total = 0.0
     for name, count, taps, (m, cin, cout), t_xla, t_torch, t_grad in matmuls:

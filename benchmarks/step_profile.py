@@ -2,6 +2,14 @@
 executed HLO op's time summed into categories read from the op's HLO metadata.
 
     rows, total_ms = profile_by_category(compiled, call, calls=2)
+    ops = op_rows(compiled, call, calls=2)   # each op, longest first
+
+    python benchmarks/step_profile.py [--top 25] [--batch 2] [--no-pointrend]
+
+run as a script, it profiles the SemanticFPN-R50 + PointRend train step of
+`versus_torch.py` (detectron2's recipe shapes, a 512x1024 crop) on its own and prints the
+category table and the `--top` longest ops with their category, opcode, output shape and
+JAX op name.
 
 `compiled` is a `jax.stages.Compiled` (its HLO text names every instruction with its
 opcode and the JAX `op_name` path that made it); `call()` runs it once and blocks. The
@@ -124,22 +132,37 @@ def op_times(call: Callable[[], object], calls: int) -> dict[str, float]:
     return totals
 
 
+def op_rows(compiled, call: Callable[[], object], calls: int = 2):
+    """-> every traced op as `(ms per call, hlo name, category, opcode, op_name)`, longest
+    first; ops of other programs have the category "not in this program"."""
+    instructions = hlo_instructions(compiled.as_text())
+    rows = []
+    for name, ns in op_times(call, calls).items():
+        if name in instructions:
+            opcode, op_name = instructions[name]
+            rows.append((ns / calls / 1e6, name, category(opcode, op_name), opcode, op_name))
+        else:
+            rows.append((ns / calls / 1e6, name, "not in this program", "", ""))
+    if not rows or sum(r[0] for r in rows) == 0:
+        raise RuntimeError("the trace holds no XLA op events: was `call` run on this backend?")
+    return sorted(rows, reverse=True)
+
+
+def by_category(ops):
+    """`op_rows`' rows -> (rows, total ms per call): rows `(category, ms per call, share)` in
+    CATEGORIES order, plus `("not in this program", ms, share)` if any."""
+    sums = collections.defaultdict(float)
+    for ms, _, cat, _, _ in ops:
+        sums[cat] += ms
+    total = sum(sums.values())
+    order = [c for c in CATEGORIES + ("not in this program",) if c in sums]
+    return [(c, sums[c], sums[c] / total) for c in order], total
+
+
 def profile_by_category(compiled, call: Callable[[], object], calls: int = 2):
     """-> (rows, total ms per call): rows `(category, ms per call, share)` in CATEGORIES order,
     plus `("not in this program", ms, share)` for traced ops of other programs, if any."""
-    instructions = hlo_instructions(compiled.as_text())
-    sums = collections.defaultdict(float)
-    for name, ns in op_times(call, calls).items():
-        if name in instructions:
-            sums[category(*instructions[name])] += ns
-        else:
-            sums["not in this program"] += ns
-    total = sum(sums.values())
-    if total == 0:
-        raise RuntimeError("the trace holds no XLA op events: was `call` run on this backend?")
-    order = [c for c in CATEGORIES + ("not in this program",) if c in sums]
-    rows = [(c, sums[c] / calls / 1e6, sums[c] / total) for c in order]
-    return rows, total / calls / 1e6
+    return by_category(op_rows(compiled, call, calls))
 
 
 def markdown(rows, total_ms: float, wall_ms: float | None = None) -> str:
@@ -149,3 +172,54 @@ def markdown(rows, total_ms: float, wall_ms: float | None = None) -> str:
     wall = f" (wall {wall_ms:.1f} ms)" if wall_ms is not None else ""
     lines.append(f"| total of op times{wall} | {total_ms:.1f} | 100% |")
     return "\n".join(lines)
+
+
+def output_shapes(hlo_text: str) -> dict[str, str]:
+    """Instruction name -> its output type as written in the HLO text (`f32[2,64,128]{...}`)."""
+    shape = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\S+)")
+    return {m.group(1): m.group(2) for m in map(shape.match, hlo_text.splitlines()) if m}
+
+
+def main():
+    import argparse
+    import time
+
+    from machine_info import describe
+    from pointrend_jax.semantic.config import semantic_config
+    from semantic_step import compiled_train_step
+
+    parser = argparse.ArgumentParser(description="Profile the SemanticFPN-R50 + PointRend "
+                                                 "train step alone.")
+    parser.add_argument("--top", type=int, default=25, help="how many of the longest ops to list")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--no-pointrend", action="store_true")
+    args = parser.parse_args()
+    c = semantic_config()
+    c.augment.crop_size = (512, 1024)
+    c.pointrend.enabled = not args.no_pointrend
+    _, state, data, compiled, _ = compiled_train_step(c, 19, args.batch)
+    holder = {"state": state}
+
+    def call():
+        holder["state"], metrics = compiled(holder["state"], data, jax.random.key(1))
+        jax.block_until_ready(metrics)
+
+    call()
+    start = time.perf_counter()
+    call()
+    wall_ms = 1000 * (time.perf_counter() - start)
+    ops = op_rows(compiled, call, calls=2)
+    print(describe(f"SemanticFPN-R50{'' if args.no_pointrend else ' + PointRend'} train step, "
+                   f"batch {args.batch} of 512x1024, alone"))
+    print(markdown(*by_category(ops), wall_ms=wall_ms))
+    print()
+    shapes = output_shapes(compiled.as_text())
+    print(f"| the {args.top} longest ops | ms | category | opcode | output | op_name (last 70) |")
+    print("|---|---:|---|---|---|---|")
+    for ms, name, cat, opcode, op_name in ops[:args.top]:
+        out = shapes.get(name, "").split("{")[0]
+        print(f"| {name} | {ms:.1f} | {cat} | {opcode} | {out} | {op_name[-70:]} |")
+
+
+if __name__ == "__main__":
+    main()

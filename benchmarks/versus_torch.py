@@ -16,7 +16,10 @@ image, and the same without PointRend (`pointrend.enabled=False`: the plain Sema
 so that PointRend's own cost and the framework's are separate numbers; the project's
 compile times and XLA's memory analysis of the compiled step (bytes of arguments + outputs
 + temporaries). torch on the CPU has no allocator peak counter, so its memory is not shown.
-`--small` divides every size by 4 for a smoke run. `--profile` adds where the time of one
+A second table gives, per train step, the process's minor page faults and system CPU time
+around each framework's step (`getrusage`), and the train throughput of each framework
+timed alone (its steps back to back), since a step run right after the other framework's
+can be slower than one after its own. `--small` divides every size by 4 for a smoke run. `--profile` adds where the time of one
 train step with PointRend goes, in both frameworks (`step_profile.py` for XLA's ops,
 `torch.profiler` self times for torch's), by category: convolutions forward and backward,
 norms, point sampling, point selection, the point head, the optimizer, the rest.
@@ -219,8 +222,11 @@ def main():
         images = torch.randint(0, 256, (args.batch, 3, *crop), generator=g).float()
         labels = torch.randint(0, K, (args.batch, *crop), generator=g)
         usage = []
-        ours_s, torch_s = median_alternating(
-            [train, lambda: torch_train_step(tmodel, opt, images, labels)], args.steps, usage)
+        torch_step = lambda: torch_train_step(tmodel, opt, images, labels)  # noqa: E731
+        ours_s, torch_s = median_alternating([train, torch_step], args.steps, usage)
+        # the same steps with each framework alone (after a warm-up step of its own)
+        ours_alone_s, = median_alternating([train], args.steps)
+        torch_alone_s, = median_alternating([torch_step], args.steps)
         variables = get_variables()
         image = np.random.default_rng(1).integers(0, 256, (1, *full, 3), dtype=np.uint8)
         sizes = np.asarray([full], np.int32)
@@ -235,14 +241,15 @@ def main():
             profile = (*step_profile.profile_by_category(compiled, train, calls=2),
                        torch_profile(lambda: torch_train_step(tmodel, opt, images, labels), 2))
         rows.append((pointrend, args.batch / ours_s, args.batch / torch_s, ours_i, torch_i,
-                     compile_s, predict_compile_s, mem_bytes, usage))
+                     compile_s, predict_compile_s, mem_bytes, usage,
+                     args.batch / ours_alone_s, args.batch / torch_alone_s))
 
     print(describe(f"torch {torch.__version__} with {args.threads} threads; crop {crop[0]}x{crop[1]}, "
                    f"batch {args.batch}, inference {full[0]}x{full[1]}; medians of {args.steps}"))
     print("| model | train img/s here | torch | ratio | inference s here | torch | ratio "
           "| compile s (train / predict) | XLA step memory GiB |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for pointrend, o_ips, t_ips, o_i, t_i, c_s, p_s, mem, _ in rows:
+    for pointrend, o_ips, t_ips, o_i, t_i, c_s, p_s, mem, *_ in rows:
         name = "SemanticFPN-R50 + PointRend" if pointrend else "SemanticFPN-R50"
         print(f"| {name} | {o_ips:.3f} | {t_ips:.3f} | {o_ips / t_ips:.2f} | {o_i:.2f} | {t_i:.2f} "
               f"| {o_i / t_i:.2f} | {c_s:.0f} / {p_s:.0f} | {mem / 2**30:.2f} |")
@@ -251,11 +258,13 @@ def main():
     print(f"PointRend's share of the train step: here {share(pr[1], plain[1]):.0%}, "
           f"torch {share(pr[2], plain[2]):.0%}")
     print()
-    print("| model, per train step | minor page faults here | torch | system CPU s here | torch |")
-    print("|---|---:|---:|---:|---:|")
-    for pointrend, *_, ((o_f, o_sys), (t_f, t_sys)) in rows:
+    print("| model, per train step | minor page faults here | torch | system CPU s here | torch "
+          "| train img/s, each alone: here | torch | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for pointrend, *_, ((o_f, o_sys), (t_f, t_sys)), o_alone, t_alone in rows:
         name = "SemanticFPN-R50 + PointRend" if pointrend else "SemanticFPN-R50"
-        print(f"| {name} | {o_f:,.0f} | {t_f:,.0f} | {o_sys:.1f} | {t_sys:.1f} |")
+        print(f"| {name} | {o_f:,.0f} | {t_f:,.0f} | {o_sys:.1f} | {t_sys:.1f} | {o_alone:.3f} "
+              f"| {t_alone:.3f} | {o_alone / t_alone:.2f} |")
     if args.profile:
         print_profiles(*profile)
 

@@ -90,3 +90,8 @@ def test_profile_accounts_for_the_step(np_rng):
     assert "convolutions forward" in names and "convolutions backward" in names
     table = step_profile.markdown(rows, total_ms)
     assert table.count("\n") == len(rows) + 2
+    ops = step_profile.op_rows(compiled, call, calls=2)
+    times = [ms for ms, *_ in ops]
+    assert times == sorted(times, reverse=True) and times[0] > 0
+    shapes = step_profile.output_shapes(compiled.as_text())
+    assert all(name in shapes for _, name, cat, _, _ in ops if cat != "not in this program")

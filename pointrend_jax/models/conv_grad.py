@@ -9,7 +9,7 @@ The kernel gradient is also, for each kernel tap `(i, j)`, one matrix product:
     dW[i, j] = sum over n, y, x of  X_pad[n, y*s + i*d, x*s + j*d, :]^T  dY[n, y, x, :]
 
 (`s` stride, `d` dilation, `X_pad` the padded input): `KH * KW` products of `(C_in, N*H*W)`
-by `(N*H*W, C_out)`, which run at matmul speed. `conv_general_dilated` is
+by `(N*H*W, C_out)`, which run at matmul speed, one tap after the other in a `fori_loop`. `conv_general_dilated` is
 `lax.conv_general_dilated` with that kernel gradient on the CPU (and XLA's own input
 gradient; on GPU and TPU, whose libraries have fast kernel-gradient convolutions, XLA's
 gradient: `lax.platform_dependent` picks it when the program is lowered); `layers.conv`,
@@ -61,23 +61,30 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int], strides,
     dims = (((0, 1, 2), (0, 1, 2)), ((), ()))
     if g_first is None:
         g_first = g.shape[3] <= xp.shape[3]  # C_out <= C_in
-    taps = []
-    for i in range(kh):
-        row = []
-        for j in range(kw):
-            start = (0, i * dh, j * dw, 0)
-            limit = (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, xp.shape[3])
-            patch = lax.slice(xp, start, limit, (1, sh, sw, 1))  # (N, Ho, Wo, C_in)
-            # XLA:CPU lays one operand of each dot out as (C, N*Ho*Wo), a transposing copy;
-            # the order of the operands picks which: g (once, shared by the taps) when
-            # C_out <= C_in, else each patch, the narrower of the two (for the widening
-            # 1x1 convs of ResNet-50 several times faster: benchmarks/RESULTS.md).
-            if g_first:
-                row.append(lax.dot_general(g, patch, dims, precision=precision).T)
-            else:
-                row.append(lax.dot_general(patch, g, dims, precision=precision))
-        taps.append(jnp.stack(row))
-    return jnp.stack(taps)
+    span = ((ho - 1) * sh + 1, (wo - 1) * sw + 1)
+
+    def tap(t, out):
+        # XLA:CPU lays one operand of each dot out as (C, N*Ho*Wo), a transposing copy;
+        # the order of the operands picks which: g (once, shared by the taps) when
+        # C_out <= C_in, else each patch, the narrower of the two (for the widening 1x1
+        # convs of ResNet-50 several times faster: benchmarks/RESULTS.md).
+        i, j = t // kw, t % kw
+        window = lax.dynamic_slice(xp, (0, i * dh, j * dw, 0), (n, *span, xp.shape[3]))
+        patch = window[:, ::sh, ::sw, :]  # (N, Ho, Wo, C_in)
+        if g_first:
+            d = lax.dot_general(g, patch, dims, precision=precision).T
+        else:
+            d = lax.dot_general(patch, g, dims, precision=precision)
+        return lax.dynamic_update_index_in_dim(out, d, t, 0)
+
+    # one tap at a time in a loop: a single patch buffer is alive and reused, where nine
+    # unrolled slices were live together (the R-50 step's plan: 2.8 GiB instead of 5.1)
+    out = jnp.zeros((kh * kw, xp.shape[3], g.shape[3]), x.dtype)
+    if kh * kw == 1:
+        out = tap(0, out)
+    else:
+        out = lax.fori_loop(0, kh * kw, tap, out)
+    return out.reshape(kh, kw, xp.shape[3], g.shape[3])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
