@@ -46,6 +46,8 @@ _CALLS = re.compile(r"calls=%?([\w.\-]+)")
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$")
 _NORM_MODULE = re.compile(r"(?:^|_)(?:bn\d*|norm\d*)$")  # bn1, downsample_bn, p2_0_norm
 
+_CONTROL_FLOW = ("while", "conditional", "call")
+
 CATEGORIES = ("convolutions forward", "convolutions backward", "norms", "point sampling",
               "point selection", "point head", "optimizer and bookkeeping", "other forward",
               "other backward", "layout copies")
@@ -134,12 +136,16 @@ def op_times(call: Callable[[], object], calls: int) -> dict[str, float]:
 
 def op_rows(compiled, call: Callable[[], object], calls: int = 2):
     """-> every traced op as `(ms per call, hlo name, category, opcode, op_name)`, longest
-    first; ops of other programs have the category "not in this program"."""
+    first; ops of other programs have the category "not in this program". Control flow
+    (`while`, `conditional`, `call`) is left out: its event spans the ops of its body, which
+    the trace holds as events of their own."""
     instructions = hlo_instructions(compiled.as_text())
     rows = []
     for name, ns in op_times(call, calls).items():
         if name in instructions:
             opcode, op_name = instructions[name]
+            if opcode in _CONTROL_FLOW:
+                continue
             rows.append((ns / calls / 1e6, name, category(opcode, op_name), opcode, op_name))
         else:
             rows.append((ns / calls / 1e6, name, "not in this program", "", ""))

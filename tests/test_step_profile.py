@@ -95,3 +95,18 @@ def test_profile_accounts_for_the_step(np_rng):
     assert times == sorted(times, reverse=True) and times[0] > 0
     shapes = step_profile.output_shapes(compiled.as_text())
     assert all(name in shapes for _, name, cat, _, _ in ops if cat != "not in this program")
+
+
+def test_loops_are_counted_once(np_rng):
+    """A `while` thunk's event spans its body's ops, which are traced too: only the body's
+    ops are rows, so a loop's time is not counted twice."""
+    a = jnp.asarray(np_rng.normal(size=(256, 256)), jnp.float32)
+
+    def f(a):
+        return jax.lax.fori_loop(0, 4, lambda i, x: jnp.tanh(x @ a), a)
+
+    compiled = jax.jit(f).lower(a).compile()
+    ops = step_profile.op_rows(compiled, lambda: jax.block_until_ready(compiled(a)), calls=2)
+    opcodes = {opcode for _, _, _, opcode, _ in ops}
+    assert "while" not in opcodes
+    assert opcodes & {"dot", "fusion"}  # the body's matmul (XLA may fuse it with the tanh)
