@@ -55,6 +55,7 @@ SHAPES = (
     ("head 3x3 256->128 on p3", 64, 128, 256, 128, 3, 1, 2),
 )
 
+
 def best_of(fn, repeats: int = 3) -> float:
     fn()
     times = []

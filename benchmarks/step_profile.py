@@ -40,7 +40,7 @@ from typing import Callable
 import jax
 
 # `%name = type opcode(...` with an optional `ROOT` and `%`; a tuple type has no `word(`.
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*.*?\s([a-z][\w\-]*)\(")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s([a-z][\w\-]*)\(")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _CALLS = re.compile(r"calls=%?([\w.\-]+)")
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$")
@@ -73,7 +73,7 @@ def hlo_instructions(hlo_text: str) -> dict[str, tuple[str, str]]:
         if match and current is not None:
             op_name = _OP_NAME.search(line)
             called = _CALLS.search(line)
-            computations[current].append((match.group(1), match.group(2),
+            computations[current].append((match.group(1), match.group(3),
                                           op_name.group(1) if op_name else "",
                                           called.group(1) if called else ""))
     out = {}
@@ -182,8 +182,7 @@ def markdown(rows, total_ms: float, wall_ms: float | None = None) -> str:
 
 def output_shapes(hlo_text: str) -> dict[str, str]:
     """Instruction name -> its output type as written in the HLO text (`f32[2,64,128]{...}`)."""
-    shape = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\S+)")
-    return {m.group(1): m.group(2) for m in map(shape.match, hlo_text.splitlines()) if m}
+    return {m.group(1): m.group(2) for m in map(_INSTRUCTION.match, hlo_text.splitlines()) if m}
 
 
 def main():

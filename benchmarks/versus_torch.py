@@ -19,8 +19,8 @@ compile times and XLA's memory analysis of the compiled step (bytes of arguments
 A second table gives, per train step, the process's minor page faults and system CPU time
 around each framework's step (`getrusage`), and the train throughput of each framework
 timed alone (its steps back to back), since a step run right after the other framework's
-can be slower than one after its own. `--small` divides every size by 4 for a smoke run. `--profile` adds where the time of one
-train step with PointRend goes, in both frameworks (`step_profile.py` for XLA's ops,
+can be slower than one after its own. `--small` divides every size by 4 for a smoke run.
+`--profile` adds where the time of one train step with PointRend goes, in both frameworks (`step_profile.py` for XLA's ops,
 `torch.profiler` self times for torch's), by category: convolutions forward and backward,
 norms, point sampling, point selection, the point head, the optimizer, the rest.
 """
@@ -239,7 +239,7 @@ def main():
              lambda: torch_infer(tmodel, timage)], max(1, args.steps - 1))
         if pointrend and args.profile:
             profile = (*step_profile.profile_by_category(compiled, train, calls=2),
-                       torch_profile(lambda: torch_train_step(tmodel, opt, images, labels), 2))
+                       torch_profile(torch_step, 2))
         rows.append((pointrend, args.batch / ours_s, args.batch / torch_s, ours_i, torch_i,
                      compile_s, predict_compile_s, mem_bytes, usage,
                      args.batch / ours_alone_s, args.batch / torch_alone_s))

@@ -9,8 +9,8 @@ The kernel gradient is also, for each kernel tap `(i, j)`, one matrix product:
     dW[i, j] = sum over n, y, x of  X_pad[n, y*s + i*d, x*s + j*d, :]^T  dY[n, y, x, :]
 
 (`s` stride, `d` dilation, `X_pad` the padded input): `KH * KW` products of `(C_in, N*H*W)`
-by `(N*H*W, C_out)`, which run at matmul speed, one tap after the other in a `fori_loop`. `conv_general_dilated` is
-`lax.conv_general_dilated` with that kernel gradient on the CPU (and XLA's own input
+by `(N*H*W, C_out)`, which run at matmul speed, one tap after the other in a `fori_loop`.
+`conv_general_dilated` is `lax.conv_general_dilated` with that kernel gradient on the CPU (and XLA's own input
 gradient; on GPU and TPU, whose libraries have fast kernel-gradient convolutions, XLA's
 gradient: `lax.platform_dependent` picks it when the program is lowered); `layers.conv`,
 the RPN head and the 28x28 mask head pass it to `nn.Conv`. Grouped convolutions and input dilation keep XLA's
@@ -65,9 +65,9 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int], strides,
 
     def tap(t, out):
         # XLA:CPU lays one operand of each dot out as (C, N*Ho*Wo), a transposing copy;
-        # the order of the operands picks which: g (once, shared by the taps) when
-        # C_out <= C_in, else each patch, the narrower of the two (for the widening 1x1
-        # convs of ResNet-50 several times faster: benchmarks/RESULTS.md).
+        # the order of the operands picks which: g when C_out <= C_in, else the patch, the
+        # narrower of the two (for the widening 1x1 convs of ResNet-50 several times
+        # faster: benchmarks/RESULTS.md). XLA makes g's copy inside the loop, once a tap.
         i, j = t // kw, t % kw
         window = lax.dynamic_slice(xp, (0, i * dh, j * dw, 0), (n, *span, xp.shape[3]))
         patch = window[:, ::sh, ::sw, :]  # (N, Ho, Wo, C_in)
